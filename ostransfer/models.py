@@ -1,7 +1,8 @@
 """Where the exported VGG16 model files live, and making them on first use.
 
-Search order: ``$OSTRANSFER_MODELS``, the checkout's ``models/`` (editable install), then the
-per-user cache (``$XDG_CACHE_HOME/ostransfer/models``, default ``~/.cache/ostransfer/models``).
+Search order: the checkout's ``models/`` (editable install), then the per-user cache
+(``$XDG_CACHE_HOME/ostransfer/models``, default ``~/.cache/ostransfer/models``); when
+``$OSTRANSFER_MODELS`` is set, that folder alone.
 A folder is used only when every file matches the checksums of the manifest that ships with
 the package; otherwise the model is (re-)exported into the first writable candidate.
 """
@@ -25,6 +26,7 @@ from .weights import SDIST, SDIST_MEMBER, WeightsError, load_vgg16_weights
 log = logging.getLogger(__name__)
 
 _CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+_CHECKOUT_MANIFEST = _CHECKOUT_MODELS / export.MANIFEST_FILE  # wheels ship it in the package
 
 
 class ModelError(RuntimeError):
@@ -36,7 +38,7 @@ def expected_manifest() -> dict:
     shipped = resources.files("ostransfer").joinpath("manifest.json")
     if shipped.is_file():
         return json.loads(shipped.read_text())
-    return json.loads((_CHECKOUT_MODELS / export.MANIFEST_FILE).read_text())
+    return json.loads(_CHECKOUT_MANIFEST.read_text())
 
 
 def cache_dir() -> Path:
@@ -45,9 +47,9 @@ def cache_dir() -> Path:
 
 
 def candidate_dirs() -> list[Path]:
-    dirs = []
     if os.environ.get("OSTRANSFER_MODELS"):
-        dirs.append(Path(os.environ["OSTRANSFER_MODELS"]))
+        return [Path(os.environ["OSTRANSFER_MODELS"])]
+    dirs = []
     if (_CHECKOUT_MODELS / export.MANIFEST_FILE).is_file():
         dirs.append(_CHECKOUT_MODELS)
     dirs.append(cache_dir() / "models")

@@ -1,0 +1,52 @@
+"""Shared fixtures: the model files (exported on first use) and the VGG16 weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ostransfer.models import ensure_models, fetch_weights
+from ostransfer.weights import load_vgg16_weights
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    return ensure_models()
+
+
+@pytest.fixture(scope="session")
+def weights_path(model_dir):
+    return fetch_weights()
+
+
+@pytest.fixture(scope="session")
+def vgg_weights(weights_path):
+    return load_vgg16_weights(weights_path)
+
+
+@pytest.fixture(scope="session")
+def engine(model_dir):
+    from ostransfer.features import VGGFeatures
+
+    return VGGFeatures(model_dir=model_dir)
+
+
+@pytest.fixture(scope="session")
+def torch_vgg64(vgg_weights):
+    torch = pytest.importorskip("torch")
+    from ostransfer.torch_reference import TorchVGG16
+
+    return TorchVGG16(vgg_weights, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def torch_vgg32(vgg_weights):
+    torch = pytest.importorskip("torch")
+    from ostransfer.torch_reference import TorchVGG16
+
+    return TorchVGG16(vgg_weights, dtype=torch.float32)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
