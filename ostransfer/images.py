@@ -1,0 +1,126 @@
+"""Image I/O with Pillow: float32 RGB arrays in [0, 1] of shape (H, W, 3).
+
+Loading applies EXIF orientation and converts grey, palette, 16-bit, CMYK and alpha images
+(alpha composited on white). Resizing is antialiased (Pillow's Lanczos when shrinking,
+bicubic when enlarging). Saving writes a temporary file next to the target and renames it,
+so a reader never sees a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
+                ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message names the file and the problem."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow image -> 8-bit RGB, alpha composited on white, EXIF orientation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / scale * 255 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return image.convert("RGB")
+
+
+def load_pil(source: ImageLike) -> Image.Image:
+    """Open a path, PIL image or array as an RGB PIL image; raise ImageError if unusable."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return from_array(source)
+    path = Path(source)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = to_rgb(opened)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: not readable (permission denied)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    if min(image.size) < 1:
+        raise ImageError(f"{path}: image has zero size")
+    return image
+
+
+def from_array(array: np.ndarray) -> Image.Image:
+    """(H, W, 3|4) or (H, W) array, float in [0, 1] or uint8 -> RGB PIL image."""
+    array = np.asarray(array)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageError(f"expected an (H, W, 3) image array, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.nan_to_num(array.astype(np.float64)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return to_rgb(Image.fromarray(array))
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def scaled_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(width, height) with the long side set to long_side, aspect kept (at least 1 px)."""
+    width, height = size
+    factor = long_side / max(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Antialiased resize to (width, height)."""
+    if image.size == size:
+        return image
+    shrinking = size[0] < image.size[0]
+    return image.resize(size, Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC,
+                        reducing_gap=3.0 if shrinking else None)
+
+
+def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a float (H, W, C) array to (width, height) per channel, without 8-bit rounding."""
+    channels = [Image.fromarray(np.ascontiguousarray(array[..., c], dtype=np.float32), mode="F")
+                for c in range(array.shape[2])]
+    return np.stack([np.asarray(resize(ch, size)) for ch in channels], axis=-1).astype(np.float32)
+
+
+def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95) -> Path:
+    """Write an (H, W, 3) float image atomically; the format follows the extension."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unknown output extension (use one of {', '.join(SAVE_FORMATS)})")
+    image = from_array(array)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+

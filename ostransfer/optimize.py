@@ -1,0 +1,170 @@
+"""Optimisers for one scale (SPEC section 6).
+
+``lbfgs``: scipy L-BFGS-B on the pixels, bounds [0, 1], in rounds; a new sample set per
+round keeps each L-BFGS-B run on a deterministic objective. ``rmsprop``: the official
+code's optimiser, RMSprop on a Laplacian pyramid with a new sample set every step.
+Both count function evaluations (one VGG forward + VJP each), the unit of cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from scipy.optimize import Bounds, minimize
+
+Array = Any
+
+
+class ObjectiveLike(Protocol):
+    def resample(self, rng: np.random.Generator) -> None: ...
+    def __call__(self, image: Array) -> tuple[float, Array, dict[str, float]]: ...
+
+
+@dataclass
+class Step:
+    """What the progress callback sees after each evaluation."""
+
+    evaluation: int  # 1-based, within the scale
+    budget: int
+    loss: float
+    terms: dict[str, float]
+
+
+class Stop(Exception):
+    """Raised by a progress callback to end the optimisation at once (e.g. on Ctrl-C)."""
+
+
+Callback = Callable[[Step], None]
+
+
+def to_numpy(array: Array) -> np.ndarray:
+    """A host copy of a NumPy or CuPy array."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+class _Counter:
+    """Wraps the objective for scipy: flat float64 in, (loss, flat float64 gradient) out;
+    counts evaluations, remembers the best point of the current sample set."""
+
+    def __init__(self, objective: ObjectiveLike, shape: tuple[int, ...], budget: int,
+                 callback: Callback | None):
+        self.objective, self.shape, self.budget, self.callback = objective, shape, budget, callback
+        self.count = 0
+        self.best: tuple[float, np.ndarray] | None = None
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        image = x.reshape(self.shape).astype(np.float32)
+        value, grad, terms = self.objective(image)
+        self.count += 1
+        if self.best is None or value < self.best[0]:
+            self.best = (value, image)
+        if self.callback:
+            self.callback(Step(self.count, self.budget, value, terms))
+        return value, to_numpy(grad).astype(np.float64).ravel()
+
+
+def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_round: int,
+          rng: np.random.Generator, callback: Callback | None = None,
+          history: int = 10) -> np.ndarray:
+    """Minimise over pixels in [0, 1] with L-BFGS-B, `per_round` evaluations per sample set.
+
+    image: (H, W, 3) float32 start; returns the final (H, W, 3) float32 image."""
+    counter = _Counter(objective, image.shape, evaluations, callback)
+    x = image.astype(np.float64).ravel()
+    bounds = Bounds(0.0, 1.0)
+    while counter.count < evaluations:
+        objective.resample(rng)
+        counter.best = None
+        budget = min(per_round, evaluations - counter.count)
+        start = counter.count
+        result = minimize(counter, x, jac=True, method="L-BFGS-B", bounds=bounds,
+                          options={"maxfun": budget, "maxiter": budget, "maxcor": history,
+                                   "ftol": 0.0, "gtol": 0.0})
+        # scipy returns its last accepted point; keep the best one it evaluated
+        x = counter.best[1].astype(np.float64).ravel() if counter.best else result.x
+        if counter.count == start:  # nothing evaluated (cannot happen with budget >= 1)
+            break
+    return x.reshape(image.shape).astype(np.float32)
+
+
+# -- RMSprop on a Laplacian pyramid (the official code's optimiser) -------------------------
+
+def _upsample_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) bilinear upsampling along one axis, align_corners=False."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    matrix = np.zeros((n_out, n_in), np.float32)
+    np.add.at(matrix, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(matrix, (np.arange(n_out), hi), frac)
+    return matrix
+
+
+class LaplacianPyramid:
+    """An image as `levels` band-pass coefficients: x = b0 + U0(b1 + U1(b2 + ...)).
+
+    U_i upsamples level i+1 to level i bilinearly; each level halves the size (at least 1)."""
+
+    def __init__(self, height: int, width: int, levels: int = 5):
+        self.sizes = [(height, width)]
+        for _ in range(levels - 1):
+            h, w = self.sizes[-1]
+            self.sizes.append((max(1, h // 2), max(1, w // 2)))
+        self.up = [(_upsample_matrix(h, hn), _upsample_matrix(w, wn))
+                   for (h, w), (hn, wn) in zip(self.sizes, self.sizes[1:])]
+
+    def _upsample(self, i: int, x: np.ndarray) -> np.ndarray:
+        uy, ux = self.up[i]
+        return np.einsum("ab,bcd,ec->aed", uy, x, ux, optimize=True)
+
+    def _downsample_adjoint(self, i: int, g: np.ndarray) -> np.ndarray:
+        uy, ux = self.up[i]
+        return np.einsum("ab,aed,ec->bcd", uy, g, ux, optimize=True)
+
+    def decompose(self, image: np.ndarray) -> list[np.ndarray]:
+        from .images import resize_array
+
+        gaussians = [image]
+        for h, w in self.sizes[1:]:
+            gaussians.append(resize_array(gaussians[-1], (w, h)))
+        bands = [g - self._upsample(i, gn) for i, (g, gn) in enumerate(zip(gaussians, gaussians[1:]))]
+        return bands + [gaussians[-1]]
+
+    def reconstruct(self, bands: list[np.ndarray]) -> np.ndarray:
+        x = bands[-1]
+        for i in range(len(bands) - 2, -1, -1):
+            x = bands[i] + self._upsample(i, x)
+        return x
+
+    def gradient(self, grad: np.ndarray) -> list[np.ndarray]:
+        """dloss/dbands from dloss/dimage (the adjoint of reconstruct)."""
+        grads = [grad]
+        for i in range(len(self.sizes) - 1):
+            grads.append(self._downsample_adjoint(i, grads[-1]))
+        return grads
+
+
+def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: np.random.Generator,
+            lr: float = 2e-3, decay: float = 0.99, eps: float = 1e-8, levels: int = 5,
+            callback: Callback | None = None) -> np.ndarray:
+    """RMSprop on Laplacian-pyramid coefficients, a new sample set each step (torch's
+    RMSprop update: v = decay v + (1 - decay) g^2; p -= lr g / (sqrt(v) + eps))."""
+    pyramid = LaplacianPyramid(image.shape[0], image.shape[1], levels)
+    bands = pyramid.decompose(image.astype(np.float32))
+    square = [np.zeros_like(b) for b in bands]
+    for step in range(1, steps + 1):
+        objective.resample(rng)
+        x = pyramid.reconstruct(bands)
+        clipped = np.clip(x, 0.0, 1.0)
+        value, grad, terms = objective(clipped)
+        grad = to_numpy(grad) * ((x >= 0) & (x <= 1))
+        for band, sq, g in zip(bands, square, pyramid.gradient(grad)):
+            sq *= decay
+            sq += (1 - decay) * g * g
+            band -= lr * g / (np.sqrt(sq) + eps)
+        if callback:
+            callback(Step(step, steps, value, terms))
+    return np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,73 @@
+"""The whole objective (engine + sampler + losses) against torch autograd and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ostransfer import losses
+from ostransfer.objective import Objective, style_hypercolumns
+from ostransfer.sampling import grid_locations
+
+H, W = 48, 64
+
+
+def _images(rng):
+    yy, xx = np.mgrid[0:H, 0:W]
+    content = np.stack([0.5 + 0.4 * np.sin(yy / 5 + c) * np.cos(xx / 7 - c) for c in range(3)],
+                       -1).astype(np.float32)
+    style = rng.random((40, 56, 3), dtype=np.float32)
+    image = np.clip(content + 0.1 * rng.standard_normal(content.shape), 0, 1).astype(np.float32)
+    return content, style, image
+
+
+def _objective(engine, preset, weight, rng, samples=256):
+    content, style, image = _images(rng)
+    columns = style_hypercolumns(engine, style, preset, 300, rng).copy()
+    objective = Objective(engine, content, losses.style_target(columns), preset, weight, samples)
+    ys, xs = grid_locations(H, W, samples, rng)
+    objective.set_locations(ys, xs)
+    return objective, content, columns, image, ys, xs
+
+
+@pytest.mark.parametrize("preset,weight", [("paper", 1024.0), ("paper", 3.0), ("strotss", 2.0),
+                                           ("strotss", 0.5)])
+def test_objective_matches_torch_autograd(engine, torch_vgg64, preset, weight, rng):
+    from ostransfer import torch_reference as tr
+
+    objective, content, style_columns, image, ys, xs = _objective(engine, preset, weight, rng)
+    value, grad, terms = objective(image)
+    grad = grad.copy()
+    content_columns = tr.image_hypercolumns(torch_vgg64, content.astype(np.float64), ys, xs, preset)
+    ref_value, ref_grad, ref_terms = tr.objective(torch_vgg64, image.astype(np.float64),
+                                                  content_columns, style_columns.astype(np.float64),
+                                                  ys, xs, preset, weight)
+    assert value == pytest.approx(ref_value, rel=1e-5)
+    for name, term in terms.items():
+        assert term == pytest.approx(ref_terms[name], rel=1e-4, abs=1e-9), name
+    assert np.linalg.norm(grad - ref_grad) / np.linalg.norm(ref_grad) < 1e-4
+
+
+def test_objective_is_deterministic_between_resamples(engine, rng):
+    objective, _, _, image, _, _ = _objective(engine, "paper", 100.0, rng)
+    first = objective(image)
+    second = objective(image)
+    assert first[0] == second[0]
+    objective.resample(np.random.default_rng(5))
+    assert objective(image)[0] != first[0]
+
+
+@pytest.mark.parametrize("preset", ["paper", "strotss"])
+def test_objective_directional_finite_difference(engine, preset):
+    """No torch: the image gradient predicts the loss change along a smooth direction
+    (float32 through VGG16, so only to a few percent; see test_features)."""
+    rng = np.random.default_rng(3)
+    objective, _, _, image, _, _ = _objective(engine, preset, 2.0, rng)
+    yy, xx = np.mgrid[0:H, 0:W]
+    direction = np.stack([np.cos(0.3 * yy * (c + 1) + 0.2 * xx) for c in range(3)], -1)
+    direction = direction.astype(np.float32)
+    _, grad, _ = objective(image)
+    analytic = float(np.sum(grad.astype(np.float64) * direction))
+    h = 1e-3
+    numeric = (objective(image + h * direction)[0] - objective(image - h * direction)[0]) / (2 * h)
+    assert numeric == pytest.approx(analytic, rel=0.05)
