@@ -16,7 +16,7 @@ from .features import VGGFeatures, cuda_available
 from .images import ImageLike, load_pil, resize, scaled_size, to_array
 from .network import PRESETS
 from .objective import Objective, style_hypercolumns
-from .optimize import Step, lbfgs, rmsprop, to_numpy
+from .optimize import Step, Stop, lbfgs, rmsprop, to_numpy
 from .schedule import content_weights, initial_image, scale_sides
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,17 @@ class Options:
         return budgets
 
 
+class Interrupted(Exception):
+    """The run was stopped (Ctrl-C, SIGTERM or a callback raising ``optimize.Stop``).
+
+    ``image`` is the best image of the scale in progress, (h, w, 3) float32 in [0, 1], at that
+    scale's size (the previous scale's result if none was evaluated yet), or None."""
+
+    def __init__(self, image: np.ndarray | None, side: int):
+        super().__init__(f"interrupted at the {side} px scale")
+        self.image, self.side = image, side
+
+
 class Stylizer:
     """Loads the VGG16 sessions once; ``stylize`` may be called many times.
 
@@ -110,12 +121,13 @@ class Stylizer:
         """Stylise `content` with `style` (paths, PIL images or (H, W, 3) arrays) -> PIL image."""
         opts = Options(**options).validated()
         content_pil, style_pil = load_pil(content), load_pil(style)
-        return Image.fromarray(np.clip(np.rint(self.run(content_pil, style_pil, opts, progress) * 255),
-                                       0, 255).astype(np.uint8))
+        return to_pil(self.run(content_pil, style_pil, opts, progress))
 
     def run(self, content: Image.Image, style: Image.Image, opts: Options,
             progress: Callable[[Progress], None] | None = None) -> np.ndarray:
-        """The coarse-to-fine optimisation; returns (H, W, 3) float32 in [0, 1]."""
+        """The coarse-to-fine optimisation; returns (H, W, 3) float32 in [0, 1].
+
+        Raises Interrupted, holding the best image so far, on KeyboardInterrupt or Stop."""
         rng = np.random.default_rng(opts.seed)
         sides = scale_sides(opts.size)
         weights = content_weights(opts.final_weight, len(sides))
@@ -134,20 +146,32 @@ class Stylizer:
             image = initial_image(content_arr, style_arr.reshape(-1, 3).mean(axis=0), result, last,
                                   from_content=opts.init == "content")
 
-            def report(step: Step, index=index, side=side) -> None:
+            best: list = [np.inf, result]
+
+            def report(step: Step, index=index, side=side, best=best) -> None:
+                if step.loss < best[0]:
+                    best[:] = [step.loss, step.image]
                 if progress:
                     progress(Progress(index, len(sides), side, step.evaluation, step.budget,
                                       step.loss, step.terms, time.perf_counter() - start))
 
             log.debug("scale %d/%d: %d px, content weight %g, %d evaluations",
                       index + 1, len(sides), side, weight, budget)
-            if opts.optimizer == "lbfgs":
-                result = lbfgs(objective, image, budget, opts.per_round, rng, report)
-            else:
-                result = rmsprop(objective, image, budget, rng, lr=1e-3 if last else 2e-3,
-                                 callback=report)
+            try:
+                if opts.optimizer == "lbfgs":
+                    result = lbfgs(objective, image, budget, opts.per_round, rng, report)
+                else:
+                    result = rmsprop(objective, image, budget, rng, lr=1e-3 if last else 2e-3,
+                                     callback=report)
+            except (KeyboardInterrupt, Stop):
+                raise Interrupted(best[1], side) from None
             del objective
         return to_numpy(result)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """(H, W, 3) float in [0, 1] -> 8-bit RGB PIL image."""
+    return Image.fromarray(np.clip(np.rint(image * 255), 0, 255).astype(np.uint8))
 
 
 @lru_cache(maxsize=2)

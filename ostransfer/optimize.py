@@ -30,6 +30,7 @@ class Step:
     budget: int
     loss: float
     terms: dict[str, float]
+    image: np.ndarray  # the evaluated image, (H, W, 3) float32 on the host
 
 
 class Stop(Exception):
@@ -44,6 +45,10 @@ def to_numpy(array: Array) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
+class _RoundSpent(Exception):
+    """The evaluations of this round are used up (scipy may ask for more in a line search)."""
+
+
 class _Counter:
     """Wraps the objective for scipy: flat float64 in, (loss, flat float64 gradient) out;
     counts evaluations, remembers the best point of the current sample set."""
@@ -52,16 +57,19 @@ class _Counter:
                  callback: Callback | None):
         self.objective, self.shape, self.budget, self.callback = objective, shape, budget, callback
         self.count = 0
+        self.limit = budget  # the end of the current round
         self.best: tuple[float, np.ndarray] | None = None
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        image = x.reshape(self.shape).astype(np.float32)
+        if self.count >= self.limit:
+            raise _RoundSpent
+        image = x.reshape(self.shape).astype(np.float32)  # a new host array each call
         value, grad, terms = self.objective(image)
         self.count += 1
         if self.best is None or value < self.best[0]:
             self.best = (value, image)
         if self.callback:
-            self.callback(Step(self.count, self.budget, value, terms))
+            self.callback(Step(self.count, self.budget, value, terms, image))
         return value, to_numpy(grad).astype(np.float64).ravel()
 
 
@@ -77,15 +85,15 @@ def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_rou
     while counter.count < evaluations:
         objective.resample(rng)
         counter.best = None
-        budget = min(per_round, evaluations - counter.count)
-        start = counter.count
-        result = minimize(counter, x, jac=True, method="L-BFGS-B", bounds=bounds,
-                          options={"maxfun": budget, "maxiter": budget, "maxcor": history,
-                                   "ftol": 0.0, "gtol": 0.0})
-        # scipy returns its last accepted point; keep the best one it evaluated
-        x = counter.best[1].astype(np.float64).ravel() if counter.best else result.x
-        if counter.count == start:  # nothing evaluated (cannot happen with budget >= 1)
-            break
+        counter.limit = min(counter.count + per_round, evaluations)
+        try:
+            minimize(counter, x, jac=True, method="L-BFGS-B", bounds=bounds,
+                     options={"maxfun": per_round, "maxiter": per_round, "maxcor": history,
+                              "ftol": 0.0, "gtol": 0.0})
+        except _RoundSpent:
+            pass
+        # the best point evaluated on this sample set (scipy may stop mid line search)
+        x = counter.best[1].astype(np.float64).ravel()
     return x.reshape(image.shape).astype(np.float32)
 
 
@@ -158,7 +166,7 @@ def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: np.ran
     for step in range(1, steps + 1):
         objective.resample(rng)
         x = pyramid.reconstruct(bands)
-        clipped = np.clip(x, 0.0, 1.0)
+        clipped = np.clip(x, 0.0, 1.0).astype(np.float32)
         value, grad, terms = objective(clipped)
         grad = to_numpy(grad) * ((x >= 0) & (x <= 1))
         for band, sq, g in zip(bands, square, pyramid.gradient(grad)):
@@ -166,5 +174,5 @@ def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: np.ran
             sq += (1 - decay) * g * g
             band -= lr * g / (np.sqrt(sq) + eps)
         if callback:
-            callback(Step(step, steps, value, terms))
+            callback(Step(step, steps, value, terms, clipped))
     return np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)
