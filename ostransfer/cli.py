@@ -245,9 +245,9 @@ def fetch_model(
     err.print(f"model files ready in {folder}")
 
 
-def main() -> None:  # pragma: no cover - the console script calls app()
-    app()
+from . import research_cli  # noqa: E402 - registers compare, score and bench on `app`
 
+research_cli.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
