@@ -20,27 +20,41 @@ from .segments import SegmentSum
 Array = Any
 
 
-def grid_locations(height: int, width: int, n: int, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def grid_locations(height: int, width: int, n: int, rng: np.random.Generator,
+                   mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """N distinct pixels from a randomly offset grid: (ys, xs) int64 arrays of length N.
 
-    The stride is the largest that still leaves at least N grid points (all pixels when the
-    image has fewer than N); a random subset of N points is kept."""
-    n = min(n, height * width)
-    stride = max(1, int(math.sqrt(height * width / n)))
-    while stride > 1 and (height // stride) * (width // stride) < n:
+    The stride is the largest that still leaves at least N grid points (every pixel when
+    there are fewer than N); a random subset of N points is kept. With a boolean (H, W)
+    mask, only pixels inside it count."""
+    area = height * width if mask is None else int(np.count_nonzero(mask))
+    if area == 0:
+        raise ValueError("cannot sample an empty region")
+    n = min(n, area)
+    stride = max(1, int(math.sqrt(area / n)))
+    while True:
+        oy, ox = rng.integers(0, stride, size=2)
+        ys, xs = np.meshgrid(np.arange(oy, height, stride), np.arange(ox, width, stride),
+                             indexing="ij")
+        ys, xs = ys.ravel(), xs.ravel()
+        if mask is not None:
+            inside = mask[ys, xs]
+            ys, xs = ys[inside], xs[inside]
+        if ys.size >= n or stride == 1:
+            break
         stride -= 1
-    oy, ox = rng.integers(0, stride, size=2)
-    ys, xs = np.meshgrid(np.arange(oy, height, stride), np.arange(ox, width, stride),
-                         indexing="ij")
     keep = rng.choice(ys.size, size=n, replace=False)
-    return ys.ravel()[keep], xs.ravel()[keep]
+    return ys[keep], xs[keep]
 
 
-def uniform_locations(height: int, width: int, m: int, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """M pixels drawn uniformly (distinct while the image has enough of them)."""
-    flat = rng.choice(height * width, size=m, replace=m > height * width)
+def uniform_locations(height: int, width: int, m: int, rng: np.random.Generator,
+                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """M pixels drawn uniformly (inside a boolean (H, W) mask if given), distinct while
+    there are enough of them."""
+    pool = np.arange(height * width) if mask is None else np.flatnonzero(mask)
+    if pool.size == 0:
+        raise ValueError("cannot sample an empty region")
+    flat = rng.choice(pool, size=m, replace=m > pool.size)
     return flat // width, flat % width
 
 

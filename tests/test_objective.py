@@ -71,3 +71,32 @@ def test_objective_directional_finite_difference(engine, preset):
     h = 1e-3
     numeric = (objective(image + h * direction)[0] - objective(image - h * direction)[0]) / (2 * h)
     assert numeric == pytest.approx(analytic, rel=0.05)
+
+
+def test_guided_objective_is_the_mean_of_its_regions(engine, rng):
+    from ostransfer.objective import Region
+
+    content, style, image = _images(rng)
+    left = np.zeros((H, W), bool)
+    left[:, : W // 2] = True
+    targets = []
+    for half in (style[:, :28], style[:, 28:]):
+        targets.append(losses.style_target(style_hypercolumns(engine, half, "paper", 200, rng).copy()))
+    guided = Objective(engine, content, [Region(targets[0], left), Region(targets[1], ~left)],
+                       "paper", 50.0)
+    guided.resample(rng)
+    ys = [guided.columns.ys[r] for r in guided.rows]
+    xs = [guided.columns.xs[r] for r in guided.rows]
+    assert all(left[y, x].all() for y, x in zip(ys[:1], xs[:1]))
+    assert not left[ys[1], xs[1]].any()
+    value, grad, terms = guided(image)
+    grad = grad.copy()
+    singles = []
+    for target, y, x in zip(targets, ys, xs):
+        single = Objective(engine, content, target, "paper", 50.0)
+        single.set_locations(y, x)
+        v, g, t = single(image)
+        singles.append((v, g.copy(), t))
+    assert value == pytest.approx((singles[0][0] + singles[1][0]) / 2, rel=1e-6)
+    np.testing.assert_allclose(grad, (singles[0][1] + singles[1][1]) / 2, rtol=1e-4, atol=1e-9)
+    assert terms["remd"] == pytest.approx((singles[0][2]["remd"] + singles[1][2]["remd"]) / 2)

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Which optimiser reaches a lower STROTSS objective per function evaluation?
+
+For each content/style pair, at one scale, from the schedule's usual start (style mean +
+content detail), run RMSprop on a Laplacian pyramid (the official code's optimiser, a new
+sample set every step) and L-BFGS-B with several round lengths K, all for the same number
+of function evaluations. Every `--every` evaluations the current image is scored on one
+large fixed evaluation sample set (seeded; the same for every run), so all curves share a
+yardstick. Prints a table (and writes JSON and a PNG plot with --out).
+
+    python tools/study_optimizers.py --size 128 --evaluations 200 --out docs/optimizers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ostransfer import losses
+from ostransfer.api import DEFAULT_CONTENT_WEIGHT
+from ostransfer.cli import sample_image
+from ostransfer.features import VGGFeatures
+from ostransfer.images import load_pil, resize, scaled_size, to_array
+from ostransfer.objective import Objective, style_hypercolumns
+from ostransfer.optimize import Step, lbfgs, rmsprop
+from ostransfer.schedule import initial_image
+
+PAIRS = {
+    "chelsea+starry": ("content_chelsea.jpg", "style_starry_night.jpg"),
+    "coffee+wave": ("content_coffee.jpg", "style_great_wave.jpg"),
+    "chelsea+wave": ("content_chelsea.jpg", "style_great_wave.jpg"),
+}
+
+
+def run_pair(engine, name, content_file, style_file, args) -> dict:
+    content_pil, style_pil = load_pil(sample_image(content_file)), load_pil(sample_image(style_file))
+    content = to_array(resize(content_pil, scaled_size(content_pil.size, args.size)))
+    style = to_array(resize(style_pil, scaled_size(style_pil.size, args.size)))
+    weight = DEFAULT_CONTENT_WEIGHT[args.preset]
+    rng = np.random.default_rng(0)
+    target = losses.style_target(style_hypercolumns(engine, style, args.preset, args.style_samples, rng))
+    # the yardstick: a large fixed sample set and a larger style set
+    judge_target = losses.style_target(
+        style_hypercolumns(engine, style, args.preset, 2 * args.style_samples, np.random.default_rng(99)))
+    judge = Objective(engine, content, judge_target, args.preset, weight, samples=2 * args.samples)
+    judge.resample(np.random.default_rng(98))
+    start = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
+
+    curves = {}
+    runs = [("rmsprop", None)] + [("lbfgs", k) for k in args.rounds]
+    for kind, k in runs:
+        label = "RMSprop (pyramid)" if kind == "rmsprop" else f"L-BFGS-B K={k}"
+        objective = Objective(engine, content, target, args.preset, weight, args.samples)
+        points = []
+
+        def record(step: Step) -> None:
+            if step.evaluation % args.every == 0:
+                points.append((step.evaluation, judge(step.image)[0]))
+
+        t0 = time.perf_counter()
+        if kind == "rmsprop":
+            rmsprop(objective, start, args.evaluations, np.random.default_rng(1), lr=2e-3,
+                    callback=record)
+        else:
+            lbfgs(objective, start, args.evaluations, k, np.random.default_rng(1), record)
+        curves[label] = points
+        print(f"  {name:16s} {label:20s} final {points[-1][1]:.5f}  ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    return {"start": judge(start)[0], "curves": curves}
+
+
+def evaluations_to_reach(points, level):
+    return next((e for e, v in points if v <= level), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--evaluations", type=int, default=200)
+    parser.add_argument("--rounds", default="10,20,40,80", help="L-BFGS-B round lengths K")
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--samples", type=int, default=1024)
+    parser.add_argument("--style-samples", type=int, default=5000)
+    parser.add_argument("--pairs", default=",".join(PAIRS))
+    parser.add_argument("--out", type=Path, help="folder for study.json and study.png")
+    args = parser.parse_args()
+    args.rounds = [int(k) for k in args.rounds.split(",")]
+    engine = VGGFeatures()
+    results = {}
+    for name in args.pairs.split(","):
+        results[name] = run_pair(engine, name, *PAIRS[name], args)
+
+    print(f"\nObjective on the fixed evaluation set, {args.size} px, preset {args.preset}; "
+          f"evaluations needed to reach RMSprop's value after {args.evaluations} steps:")
+    labels = list(next(iter(results.values()))["curves"])
+    print(f"{'pair':16s} " + " ".join(f"{label:>20s}" for label in labels))
+    for name, res in results.items():
+        goal = res["curves"][labels[0]][-1][1]
+        cells = []
+        for label in labels:
+            pts = res["curves"][label]
+            reach = evaluations_to_reach(pts, goal)
+            cells.append(f"{pts[-1][1]:.5f} @{reach if reach else '>' + str(args.evaluations):>4}")
+        print(f"{name:16s} " + " ".join(f"{c:>20s}" for c in cells))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "study.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "out"},
+                                                          "results": results}, indent=1))
+        plot(results, args, args.out / "study.png")
+
+
+def plot(results, args, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        for label, pts in res["curves"].items():
+            ax.plot(*zip(*pts), label=label)
+        ax.set_title(f"{name}, {args.size} px")
+        ax.set_xlabel("function evaluations")
+        ax.set_ylabel("objective (fixed evaluation set)")
+        ax.set_yscale("log")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()
