@@ -25,6 +25,7 @@ def style_hypercolumns(engine: VGGFeatures, style: Array, preset: str, m: int,
                        rng: np.random.Generator, mask: np.ndarray | None = None) -> Array:
     """M hypercolumns (M, D) drawn uniformly from a style image (H, W, 3), inside a boolean
     (H, W) mask if one is given. The result is a new array (not an engine buffer)."""
+    style = engine.xp.asarray(style, dtype=engine.xp.float32)
     height, width = style.shape[:2]
     ys, xs = uniform_locations(height, width, m, rng, mask)
     columns = Hypercolumns(ys, xs, height, width, hypercolumn_layers(preset), engine.xp)

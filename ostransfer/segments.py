@@ -42,7 +42,7 @@ class SegmentSum:
         elif is_cupy_array(ids):
             import cupyx.scipy.sparse as csp
 
-            self._op = csp.csr_matrix((weights, (ids, sources)), shape=shape)
+            self._op = csp.coo_matrix((weights, (ids, sources)), shape=shape).tocsr()
         else:
             onehot = xp.astype(xp.arange(num_segments, dtype=ids.dtype)[:, None] == ids[None, :],
                                weights.dtype) * weights[None, :]

@@ -31,6 +31,24 @@ def engine(model_dir):
     return VGGFeatures(model_dir=model_dir)
 
 
+def _cuda_available() -> bool:
+    from ostransfer.features import cuda_available
+
+    return cuda_available()
+
+
+@pytest.fixture(scope="session", params=[
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _cuda_available(),
+                                                         reason="needs onnxruntime-gpu, CuPy and a CUDA GPU"))])
+def device_engine(request, model_dir, engine):
+    """The engine on every available backend (the GPU cases skip without one)."""
+    if request.param == "cpu":
+        return engine
+    from ostransfer.features import VGGFeatures
+
+    return VGGFeatures(device="cuda", model_dir=model_dir)
+
+
 @pytest.fixture(scope="session")
 def torch_vgg64(vgg_weights):
     torch = pytest.importorskip("torch")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ostransfer.network import FEATURE_LAYERS, LAYERS
+from ostransfer.optimize import to_numpy
 
 SIZES = [(64, 64), (128, 96), (37, 45)]
 
@@ -36,16 +37,17 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("kind", ["random", "flat"])
 @pytest.mark.parametrize("height,width", SIZES)
-def test_forward_and_vjp_match_torch(engine, torch_vgg32, torch_vgg64, height, width, kind,
-                                     rng):
+def test_forward_and_vjp_match_torch(device_engine, torch_vgg32, torch_vgg64, height, width,
+                                     kind, rng):
     """The VJP must agree with torch autograd in float32 or, where a float32 pre-activation
     within ~1e-7 of a ReLU or max-pool kink flips, with the float64 reference. (On flat
     images float64 rounding itself can break exact pool ties differently, so float32 torch,
     which like ORT keeps the first maximum, is the reference there.)"""
+    engine = device_engine
     image = _image(kind, height, width, rng)
-    maps = {n: m.copy() for n, m in engine.forward(image).items()}
+    maps = {n: to_numpy(m).copy() for n, m in engine.forward(image).items()}
     grads = {n: rng.standard_normal(maps[n].shape, dtype=np.float32) for n in FEATURE_LAYERS}
-    grad = engine.backward(grads)
+    grad = to_numpy(engine.backward({n: engine.xp.asarray(g) for n, g in grads.items()}))
     ref_maps, ref_grad64 = _torch_reference(torch_vgg64, image, grads)
     _, ref_grad32 = _torch_reference(torch_vgg32, image, grads)
     assert set(maps) == {layer.name for layer in LAYERS}

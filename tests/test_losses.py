@@ -253,10 +253,28 @@ def test_bad_preset():
 # array_api_strict: nothing outside the standard
 
 
+def _namespace(name):
+    if name == "array_api_strict":
+        return pytest.importorskip("array_api_strict")
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            pytest.skip("no CUDA device")
+    except cupy.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+@pytest.mark.parametrize("namespace", ["array_api_strict", "cupy"])
 @pytest.mark.parametrize("mode", ["rows", "cols"])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_array_api_strict_matches_numpy(preset, mode):
-    xps = pytest.importorskip("array_api_strict")
+def test_other_namespaces_match_numpy(preset, mode, namespace):
+    """array_api_strict proves the code uses only the standard; CuPy runs it on a GPU."""
+    xps = _namespace(namespace)
     X, C, S = case(mode)
     st, ct = L.style_target(S), L.content_target(C)
     sts, cts = L.style_target(xps.asarray(S)), L.content_target(xps.asarray(C))
@@ -271,7 +289,7 @@ def test_array_api_strict_matches_numpy(preset, mode):
     for (v, g), (vs, gs) in pairs:
         assert isinstance(gs, type(Xs)) and isinstance(vs, type(Xs)) and vs.shape == ()
         assert float(vs) == pytest.approx(float(v), rel=1e-12, abs=1e-15)
-        np.testing.assert_allclose(np.asarray(gs), g, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(_host(gs), g, rtol=1e-10, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------

@@ -32,12 +32,14 @@ def _objective(engine, preset, weight, rng, samples=256):
 
 @pytest.mark.parametrize("preset,weight", [("paper", 1024.0), ("paper", 3.0), ("strotss", 2.0),
                                            ("strotss", 0.5)])
-def test_objective_matches_torch_autograd(engine, torch_vgg64, preset, weight, rng):
+def test_objective_matches_torch_autograd(device_engine, torch_vgg64, preset, weight, rng):
     from ostransfer import torch_reference as tr
+    from ostransfer.optimize import to_numpy
 
-    objective, content, style_columns, image, ys, xs = _objective(engine, preset, weight, rng)
+    objective, content, style_columns, image, ys, xs = _objective(device_engine, preset, weight, rng)
+    style_columns = to_numpy(style_columns)
     value, grad, terms = objective(image)
-    grad = grad.copy()
+    grad = to_numpy(grad).copy()
     content_columns = tr.image_hypercolumns(torch_vgg64, content.astype(np.float64), ys, xs, preset)
     ref_value, ref_grad, ref_terms = tr.objective(torch_vgg64, image.astype(np.float64),
                                                   content_columns, style_columns.astype(np.float64),
