@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -11,12 +15,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from . import checkpoint as ckpt
 from . import losses
+from .checkpoint import Checkpointer, RunState
 from .features import VGGFeatures, cuda_available
 from .images import ImageLike, load_pil, resize, scaled_size, to_array
-from .network import PRESETS
+from .network import PRESETS, hypercolumn_dim
 from .objective import Objective, style_hypercolumns
-from .optimize import Step, Stop, lbfgs, rmsprop, to_numpy
+from .optimize import NonFiniteError, Step, Stop, lbfgs, rmsprop, to_numpy
 from .schedule import content_weights, initial_image, scale_sides
 
 log = logging.getLogger(__name__)
@@ -24,6 +30,12 @@ log = logging.getLogger(__name__)
 # Final-scale content weight of each preset (see docs/defaults.md for the sweep behind them).
 DEFAULT_CONTENT_WEIGHT = {"paper": 1024.0, "strotss": 2.0}
 OPTIMIZERS = ("lbfgs", "rmsprop")
+MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
+MAX_SIZE = 8192
+
+
+class InputError(ValueError):
+    """Inputs or options a run cannot use (too small, too large for memory); one line."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +74,25 @@ class Options:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in ("style", "content"):
             raise ValueError(f"unknown init {self.init!r}; choose style or content")
-        if not 16 <= self.size <= 8192:
-            raise ValueError(f"size must be between 16 and 8192 px, got {self.size}")
+        for name in ("size", "per_round", "samples", "style_samples", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer, got {value!r}")
+        if not MIN_SIDE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be between {MIN_SIDE} and {MAX_SIZE} px, got {self.size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
         weight = self.content_weight
-        if weight is not None and not (np.isfinite(weight) and weight > 0):
+        if weight is not None and not (isinstance(weight, (int, float, np.number))
+                                       and np.isfinite(weight) and weight > 0):
             raise ValueError(f"content weight must be a positive number, got {weight}")
         for name in ("per_round", "samples", "style_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', ' ')} must be at least 1")
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got "
+                                 f"{getattr(self, name)}")
         budgets = self.budgets(len(scale_sides(self.size)))
+        if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in budgets):
+            raise ValueError(f"evaluations per scale must be integers, got {budgets}")
         if any(b < 1 for b in budgets):
             raise ValueError(f"evaluations per scale must be at least 1, got {budgets}")
         return self
@@ -84,7 +106,7 @@ class Options:
         if self.evaluations is None:
             per_scale = 200 if self.optimizer == "rmsprop" else 100
             return [per_scale] * scales
-        if isinstance(self.evaluations, int):
+        if isinstance(self.evaluations, (int, np.integer)):
             return [self.evaluations] * scales
         budgets = list(self.evaluations)
         if len(budgets) != scales:
@@ -92,16 +114,201 @@ class Options:
         return budgets
 
 
-class Interrupted(Exception):
-    """The run was stopped (Ctrl-C, SIGTERM or a callback raising ``optimize.Stop``).
+class Unfinished(Exception):
+    """A run that ended early. ``image`` is the best image of the scale in progress, (h, w, 3)
+    float32 in [0, 1], at that scale's size (the previous scale's result if none was
+    evaluated yet), or None; ``side`` is its long side; ``state`` is the last state
+    written to the run's checkpoint folder (None without one, or before the first write)."""
 
-    ``image`` is the best image of the scale in progress, (h, w, 3) float32 in [0, 1], at that
-    scale's size (the previous scale's result if none was evaluated yet), or None."""
+    def __init__(self, message: str, image: np.ndarray | None, side: int,
+                 state: RunState | None = None):
+        super().__init__(message)
+        self.image, self.side, self.state = image, side, state
 
-    def __init__(self, image: np.ndarray | None, side: int):
-        super().__init__(f"interrupted at the {side} px scale")
-        self.image, self.side = image, side
 
+class Interrupted(Unfinished):
+    """The run was stopped (Ctrl-C, SIGTERM or a callback raising ``optimize.Stop``)."""
+
+    def __init__(self, image: np.ndarray | None, side: int, state: RunState | None = None):
+        super().__init__(f"interrupted at the {side} px scale", image, side, state)
+
+
+class RunFailed(Unfinished):
+    """The run broke off: a non-finite loss or gradient (``term`` names it), or an error
+    from the engine or the machine (out of memory). ``__cause__`` is the original error."""
+
+    def __init__(self, message: str, image: np.ndarray | None, side: int,
+                 state: RunState | None = None, term: str | None = None):
+        super().__init__(message, image, side, state)
+        self.term = term
+
+
+# -- planning: sizes and memory, checked before any work -------------------------------------
+
+@dataclass(frozen=True)
+class Scale:
+    """One scale of a run: sizes are (width, height)."""
+
+    index: int  # position in the full coarse-to-fine schedule (names its random streams)
+    side: int  # long side of the output at this scale
+    content_size: tuple[int, int]
+    style_size: tuple[int, int]
+    weight: float  # content weight
+    budget: int  # evaluations
+
+
+def _fit_short_side(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """scaled_size(size, side), with the long side raised as little as needed to give the
+    short side at least MIN_SIDE px."""
+    if min(scaled_size(size, side)) < MIN_SIDE:
+        side = max(side, math.floor((MIN_SIDE - 0.5) * max(size) / min(size)))
+        while min(scaled_size(size, side)) < MIN_SIDE:
+            side += 1
+    return scaled_size(size, side)
+
+
+def plan_scales(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
+                names: tuple[str, str] = ("content image", "style image")) -> list[Scale]:
+    """The scales of a run on images of these (width, height) sizes; InputError if the
+    images are too small.
+
+    Every image must have at least MIN_SIDE px on each side. A coarse scale at which the
+    content's short side would fall under MIN_SIDE (a panorama) is skipped: the run starts
+    at the first scale where it fits, and must fit at the final one. The style is only
+    sampled: at a scale where it would be too thin it is enlarged until it fits."""
+    for name, (width, height) in zip(names, (content_size, style_size)):
+        if min(width, height) < MIN_SIDE:
+            raise InputError(f"{name}: the image is {width}x{height} px; VGG16 needs at least "
+                             f"{MIN_SIDE} px on each side")
+    sides = scale_sides(opts.size)
+    weights = content_weights(opts.final_weight, len(sides))
+    budgets = opts.budgets(len(sides))
+    plan = []
+    for index, (side, weight, budget) in enumerate(zip(sides, weights, budgets)):
+        size = scaled_size(content_size, side)
+        if min(size) < MIN_SIDE:
+            if index == len(sides) - 1:
+                needed = _fit_short_side(content_size, side)
+                raise InputError(
+                    f"{names[0]}: at size {opts.size} the output would be {size[0]}x{size[1]} px, "
+                    f"under the {MIN_SIDE} px VGG16 needs on the short side; use a size of at "
+                    f"least {max(needed)}")
+            log.info("skipping the %d px scale: the content would be %dx%d px", side, *size)
+            continue
+        plan.append(Scale(index, side, size, _fit_short_side(style_size, side), weight, budget))
+    return plan
+
+
+# Peak memory of a CPU run, from the peak RSS of runs on square images with the default
+# samples (128 px: 0.68 GB, 256: 0.93, 384: 1.54, 512: 2.21, 768: 4.73; the per-pixel cost
+# grows a little with size as ONNX Runtime's arena grows in doubling chunks), rounded up:
+# the runtime with both VGG16 sessions; per pixel of the image the engine runs on (its 13
+# ReLU maps, the zero gradients it binds, ONNX Runtime's VJP workspace); per pixel of the
+# output (the objective's gradient maps, L-BFGS-B's float64 history, the images); and the
+# sample sets (the style's hypercolumns and statistics, the N x M cost matrices). The
+# estimate is 15-25 % above those measurements.
+BASE_BYTES = 400 * 2**20
+ENGINE_BYTES_PER_PIXEL = 4600
+OUTPUT_BYTES_PER_PIXEL = 3400
+
+
+def estimate_memory(plan: Sequence[Scale], opts: Options) -> int:
+    """Estimated peak bytes of a run on the CPU (the largest scale dominates)."""
+    d = hypercolumn_dim(opts.preset)
+    samples = 3 * opts.style_samples * d * 4 + 4 * opts.samples * opts.style_samples * 4 \
+        + 4 * opts.samples ** 2 * 4 + 4 * opts.samples * d * 4
+    peak = 0
+    for scale in plan:
+        content_px = scale.content_size[0] * scale.content_size[1]
+        style_px = scale.style_size[0] * scale.style_size[1]
+        peak = max(peak, ENGINE_BYTES_PER_PIXEL * max(content_px, style_px)
+                   + OUTPUT_BYTES_PER_PIXEL * content_px)
+    return BASE_BYTES + samples + peak
+
+
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _parse_bytes(text: str) -> int | None:
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not match:
+        return None
+    try:
+        return int(float(match[1]) * _UNITS[match[2]])
+    except ValueError:
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes a run may use: MemAvailable from /proc/meminfo, capped by the environment
+    variable OSTRANSFER_MAX_MEMORY (e.g. "6G") if set; None when neither is known."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    cap = os.environ.get("OSTRANSFER_MAX_MEMORY")
+    if cap:
+        value = _parse_bytes(cap)
+        if value is None:
+            raise InputError(f"OSTRANSFER_MAX_MEMORY={cap!r} is not a size like 8G or 512M")
+        limits.append(value)
+    return min(limits) if limits else None
+
+
+def format_bytes(count: float) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
+
+
+def largest_size(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
+                 limit: int) -> int | None:
+    """The largest output size (long side, px) whose estimate fits in ``limit`` bytes."""
+    def fits(size: int) -> bool:
+        try:
+            trial = dataclasses.replace(opts, size=size, evaluations=None)
+            return estimate_memory(plan_scales(content_size, style_size, trial), trial) <= limit
+        except ValueError:
+            return False
+    low, high = max(_fit_short_side(content_size, MIN_SIDE)), opts.size
+    if low > high or not fits(low):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid - 1)
+    return low
+
+
+def preflight(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
+              device: str = "cpu", names: tuple[str, str] = ("content image", "style image")
+              ) -> list[Scale]:
+    """Check a run before any work: the options, the image sizes at every scale and (on the
+    CPU) the memory the run needs against what the machine has. Returns the plan; raises
+    ValueError (InputError) with one line otherwise."""
+    opts = opts.validated()
+    plan = plan_scales(content_size, style_size, opts, names)
+    if device == "cpu":
+        limit = available_memory()
+        need = estimate_memory(plan, opts)
+        if limit is not None and need > limit:
+            best = largest_size(content_size, style_size, opts, limit)
+            hint = (f"the largest size that fits is {best} px" if best
+                    else "not even the smallest size fits")
+            raise InputError(f"a {opts.size} px run needs about {format_bytes(need)} of memory "
+                             f"and {format_bytes(limit)} is available; {hint}")
+    return plan
+
+
+def stream_rng(seed: int, scale: int, stream: int) -> np.random.Generator:
+    """The random draws of (seed, scale, stream): stream 0 samples the style at that scale,
+    stream r + 1 is round r's sample set. Independent of everything before it, so a run
+    continued from a checkpoint draws what the uninterrupted run would have drawn."""
+    return np.random.default_rng(np.random.SeedSequence([seed, scale, stream]))
+
+
+# -- the run ---------------------------------------------------------------------------------
 
 class Stylizer:
     """Loads the VGG16 sessions once; ``stylize`` may be called many times.
@@ -117,56 +324,133 @@ class Stylizer:
         log.info("ostransfer running on %s", device)
 
     def stylize(self, content: ImageLike, style: ImageLike, *,
-                progress: Callable[[Progress], None] | None = None, **options: Any) -> Image.Image:
-        """Stylise `content` with `style` (paths, PIL images or (H, W, 3) arrays) -> PIL image."""
+                progress: Callable[[Progress], None] | None = None,
+                checkpoint: str | os.PathLike | None = None, resume: bool = False,
+                **options: Any) -> Image.Image:
+        """Stylise `content` with `style` (paths, PIL images or (H, W, 3) arrays) -> PIL image.
+
+        checkpoint: a folder to save the run's state in (after each scale and every few
+        minutes); with resume=True the run continues from the state saved there (which
+        must come from the same inputs and options). Raises ValueError on unusable inputs
+        or options (before any work), Interrupted or RunFailed (holding the best image)."""
         opts = Options(**options).validated()
         content_pil, style_pil = load_pil(content), load_pil(style)
-        return to_pil(self.run(content_pil, style_pil, opts, progress))
+        preflight(content_pil.size, style_pil.size, opts, self.device)
+        saver = state = None
+        if checkpoint is not None:
+            identity = ckpt.identity(content_pil, style_pil, opts)
+            if resume:
+                state = ckpt.load(checkpoint, identity)
+            saver = Checkpointer(checkpoint, identity)
+        elif resume:
+            raise ValueError("resume=True needs the checkpoint folder")
+        return to_pil(self.run(content_pil, style_pil, opts, progress, checkpoint=saver,
+                               resume=state))
 
     def run(self, content: Image.Image, style: Image.Image, opts: Options,
-            progress: Callable[[Progress], None] | None = None) -> np.ndarray:
+            progress: Callable[[Progress], None] | None = None, *,
+            checkpoint: Checkpointer | None = None, resume: RunState | None = None) -> np.ndarray:
         """The coarse-to-fine optimisation; returns (H, W, 3) float32 in [0, 1].
 
-        Raises Interrupted, holding the best image so far, on KeyboardInterrupt or Stop."""
-        rng = np.random.default_rng(opts.seed)
-        sides = scale_sides(opts.size)
-        weights = content_weights(opts.final_weight, len(sides))
-        budgets = opts.budgets(len(sides))
+        checkpoint: saves the state after each scale and (when due) at round boundaries;
+        resume: a state to continue from. Raises Interrupted on KeyboardInterrupt or Stop,
+        RunFailed on any other error during the optimisation, both holding the best image."""
+        opts = opts.validated()
+        plan = plan_scales(content.size, style.size, opts)
+        state = resume or RunState(scales=len(plan))
+        if state.scales != len(plan) or not 0 <= state.scale <= len(plan):
+            raise ckpt.CheckpointError(f"the checkpoint has {state.scales} scales, this run "
+                                       f"{len(plan)}")
+        if state.complete or state.scale == len(plan):
+            if state.result is None:
+                raise ckpt.CheckpointError("the checkpoint is marked finished but holds no image")
+            return np.asarray(state.result, dtype=np.float32)
         start = time.perf_counter()
-        result = None
+        result = state.result
         xp = self.engine.xp
-        for index, (side, weight, budget) in enumerate(zip(sides, weights, budgets)):
-            content_arr = to_array(resize(content, scaled_size(content.size, side)))
-            style_arr = to_array(resize(style, scaled_size(style.size, side)))
-            style_cols = style_hypercolumns(self.engine, xp.asarray(style_arr), opts.preset,
-                                            opts.style_samples, rng)
-            target = losses.style_target(style_cols)
-            objective = Objective(self.engine, content_arr, target, opts.preset, weight, opts.samples)
-            last = index == len(sides) - 1
-            image = initial_image(content_arr, style_arr.reshape(-1, 3).mean(axis=0), result, last,
-                                  from_content=opts.init == "content")
 
-            best: list = [np.inf, result]
+        def saved() -> RunState | None:
+            return checkpoint.saved if checkpoint is not None else None
 
-            def report(step: Step, index=index, side=side, best=best) -> None:
+        for position in range(state.scale, len(plan)):
+            scale = plan[position]
+            last = position == len(plan) - 1
+            continuing = position == state.scale and bool(state.optimizer)
+            best: list = [np.inf, state.optimizer.get("x", state.optimizer.get("image"))
+                          if continuing else result]
+
+            def report(step: Step, position=position, scale=scale, best=best) -> None:
                 if step.loss < best[0]:
                     best[:] = [step.loss, step.image]
                 if progress:
-                    progress(Progress(index, len(sides), side, step.evaluation, step.budget,
-                                      step.loss, step.terms, time.perf_counter() - start))
+                    progress(Progress(position, len(plan), scale.side, step.evaluation,
+                                      step.budget, step.loss, step.terms,
+                                      time.perf_counter() - start))
 
-            log.debug("scale %d/%d: %d px, content weight %g, %d evaluations",
-                      index + 1, len(sides), side, weight, budget)
+            def on_round(rounds: int, count: int, opt_state: dict, position=position,
+                         previous=result) -> None:
+                if checkpoint is not None and checkpoint.due():
+                    checkpoint.save(RunState(position, rounds, count, previous, opt_state,
+                                             len(plan)))
+
             try:
-                if opts.optimizer == "lbfgs":
-                    result = lbfgs(objective, image, budget, opts.per_round, rng, report)
+                content_arr = to_array(resize(content, scale.content_size))
+                style_arr = to_array(resize(style, scale.style_size))
+                style_cols = style_hypercolumns(self.engine, xp.asarray(style_arr), opts.preset,
+                                                opts.style_samples,
+                                                stream_rng(opts.seed, scale.index, 0))
+                target = losses.style_target(style_cols)
+                objective = Objective(self.engine, content_arr, target, opts.preset, scale.weight,
+                                      opts.samples)
+                if continuing:
+                    first_round, done = state.rounds, state.evaluations
+                    image = np.asarray(state.optimizer.get("x", state.optimizer.get("image")),
+                                       dtype=np.float32)
                 else:
-                    result = rmsprop(objective, image, budget, rng, lr=1e-3 if last else 2e-3,
-                                     callback=report)
+                    first_round = done = 0
+                    image = initial_image(content_arr, style_arr.reshape(-1, 3).mean(axis=0),
+                                          result, last, from_content=opts.init == "content")
+                log.debug("scale %d/%d: %d px, content weight %g, %d evaluations%s",
+                          position + 1, len(plan), scale.side, scale.weight, scale.budget,
+                          f" (continuing after {done})" if done else "")
+                rounds = lambda r, i=scale.index: stream_rng(opts.seed, i, r + 1)  # noqa: E731
+                if opts.optimizer == "lbfgs":
+                    result = lbfgs(objective, image, scale.budget, opts.per_round, rounds, report,
+                                   first_round=first_round, done=done, on_round=on_round)
+                else:
+                    result = rmsprop(objective, image, scale.budget, rounds,
+                                     lr=1e-3 if last else 2e-3, callback=report,
+                                     per_round=opts.per_round, first_round=first_round, done=done,
+                                     state=state.optimizer if continuing else None,
+                                     on_round=on_round)
+                result = to_numpy(result)
+                del objective
             except (KeyboardInterrupt, Stop):
-                raise Interrupted(best[1], side) from None
-            del objective
-        return to_numpy(result)
+                raise Interrupted(best[1], _side(best[1], scale), saved()) from None
+            except NonFiniteError as exc:
+                raise RunFailed(f"the loss is not finite at the {scale.side} px scale: {exc}",
+                                best[1], _side(best[1], scale), saved(), exc.term) from exc
+            except MemoryError as exc:
+                raise RunFailed(f"out of memory at the {scale.side} px scale", best[1],
+                                _side(best[1], scale), saved()) from exc
+            except Exception as exc:  # noqa: BLE001 - keep the best image whatever broke
+                text = " ".join(str(exc).split())[:200]
+                raise RunFailed(f"the run failed at the {scale.side} px scale "
+                                f"({type(exc).__name__}: {text})", best[1],
+                                _side(best[1], scale), saved()) from exc
+            if checkpoint is not None:
+                try:
+                    checkpoint.save(RunState(position + 1, 0, 0, result, {}, len(plan),
+                                             complete=last))
+                except KeyboardInterrupt:
+                    raise Interrupted(result, scale.side, saved()) from None
+        return result
+
+
+def _side(image: np.ndarray | None, scale: Scale) -> int:
+    """The long side of the image an Unfinished run hands back (the previous scale's result
+    when nothing was evaluated at this one yet)."""
+    return scale.side if image is None else int(max(image.shape[:2]))
 
 
 def to_pil(image: np.ndarray) -> Image.Image:

@@ -1,23 +1,36 @@
-"""The `ostransfer` command line (typer). It knows images, options and progress, not gradients."""
+"""The `ostransfer` command line (typer). It knows images, options and progress, not gradients.
+
+Exit codes: 0 done; 2 unusable input or options (one line, nothing written, checked before
+any work); 130 interrupted (Ctrl-C or SIGTERM: the best image so far is saved next to the
+output); 1 the run failed (a non-finite loss, out of memory: the best image so far is saved
+likewise) or the result could not be written.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
+import tempfile
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .api import DEFAULT_CONTENT_WEIGHT, Interrupted, Options, Progress, Stylizer
-from .images import SAVE_FORMATS, ImageError, load_pil, save
+from . import checkpoint as ckpt
+from .api import (DEFAULT_CONTENT_WEIGHT, Interrupted, Options, Progress, Scale,
+                  Stylizer, Unfinished, preflight)
+from .features import cuda_available
+from .images import SAVE_FORMATS, ImageError, SaveError, format_supported, load_pil, save
 from .models import ModelError
+from .optimize import Stop
 from .schedule import scale_sides
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,40 +43,123 @@ class UsageError(Exception):
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
+
+
+def say(message: str) -> None:
+    err.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 @contextmanager
 def clear_errors() -> Iterator[None]:
-    """Turn the library's input errors into one line and exit code 2, never a traceback."""
+    """Turn the library's input errors into one line and exit code 2, never a traceback; a
+    Ctrl-C outside a run (nothing to save yet) into one line and exit code 130."""
     try:
         yield
     except (UsageError, ImageError, ModelError, ValueError) as exc:
-        fail(str(exc))
+        fail(_escape(str(exc)))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", 130)
 
 
-def _terminate_as_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM ask the run to stop at the next evaluation (``check``
+    raises Stop there); a second signal stops it at once (KeyboardInterrupt) unless
+    ``shield`` is on (while a result is being written)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.shield = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.received is None:
+            self.received = signum
+            if not self.shield:
+                os.write(2, b"\nstopping after this evaluation (again to stop at once)\n")
+        elif not self.shield:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Stop
 
 
 def check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
     """Refuse an output we could not or should not write, before any work is done."""
-    if out.suffix.lower() not in SAVE_FORMATS:
+    suffix = out.suffix.lower()
+    if suffix not in SAVE_FORMATS:
         raise UsageError(f"{out}: unknown output extension {out.suffix or '(none)'!r} "
                          f"(use one of {', '.join(SAVE_FORMATS)})")
-    for source in inputs:
-        if source.exists() and out.exists() and out.resolve() == source.resolve():
-            raise UsageError(f"{out}: the output would overwrite an input image")
+    if not format_supported(SAVE_FORMATS[suffix]):
+        raise UsageError(f"{out}: this Pillow cannot write {SAVE_FORMATS[suffix]} files; "
+                         f"use .png or .jpg")
     if out.is_dir():
         raise UsageError(f"{out}: is a folder; give an image file name")
+    for source in inputs:
+        if out.exists() and source.exists() and os.path.samefile(out, source):
+            raise UsageError(f"{out}: the output would overwrite an input image")
     if out.exists() and not overwrite:
         raise UsageError(f"{out}: exists; pass --overwrite to replace it")
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"{out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
+    if not _writable(folder):
         raise UsageError(f"{out}: folder {folder} is not writable")
+
+
+def _writable(folder: Path) -> bool:
+    """os.access, then a real try (os.access says yes to root on a read-only mount)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".ostransfer-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def check_checkpoint_folder(folder: Path, option: str, overwrite: bool, resuming: bool) -> None:
+    """A folder we may write checkpoints into: not a file, creatable, writable; not holding
+    another unfinished run (unless --overwrite) when we start a new run there."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: is a file, not a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not _writable(existing if existing.is_dir() else existing.parent):
+        raise UsageError(f"{option} {folder}: not writable")
+    if not resuming and ckpt.exists(folder) and not overwrite:
+        try:
+            _, state = ckpt.read(folder)
+        except ckpt.CheckpointError:
+            state = None
+        if state is None or not state.complete:
+            what = f"an unfinished run ({state.describe()})" if state else "a damaged checkpoint"
+            raise UsageError(f"{option} {folder}: holds {what}; continue it with --resume "
+                             f"{folder}, or pass --overwrite to start over")
 
 
 def parse_ints(text: Optional[str], what: str) -> Optional[list[int]]:
@@ -85,15 +181,21 @@ def parse_floats(text: str, what: str) -> list[float]:
         raise UsageError(f"{what} must be numbers separated by commas, got {text!r}") from None
     if not values:
         raise UsageError(f"{what} is empty")
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise UsageError(f"{what} must be positive numbers, got {bad[0]}")
     return values
 
 
 class ProgressDisplay:
     """A rich progress bar over the whole run, weighted by the cost of each scale."""
 
-    def __init__(self, options: Options, console: Console, enabled: bool = True):
-        sides = scale_sides(options.size)
-        budgets = options.budgets(len(sides))
+    def __init__(self, plan: Options | Sequence[Scale], console: Console, enabled: bool = True):
+        if isinstance(plan, Options):
+            sides = scale_sides(plan.size)
+            budgets = plan.budgets(len(sides))
+        else:
+            sides, budgets = [s.side for s in plan], [s.budget for s in plan]
         # one evaluation costs roughly a constant (the losses) plus VGG work per pixel
         self.cost = [1.0 + (side / 180.0) ** 2 for side in sides]
         self.done_before = [sum(b * c for b, c in zip(budgets[:i], self.cost[:i]))
@@ -115,27 +217,119 @@ class ProgressDisplay:
         )
 
 
+def unused(path: Path) -> Path:
+    """path, or path numbered (``name-2.png``, ...) so that no existing file is replaced."""
+    candidate, number = path, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        number += 1
+    return candidate
+
+
+def free_path(out: Path, tag: str) -> Path:
+    """``<stem>.<tag><ext>`` next to out (numbered if that exists: never replaces a file)."""
+    return unused(out.with_name(f"{out.stem}.{tag}{out.suffix}"))
+
+
+def save_or_rescue(image: np.ndarray, path: Path) -> tuple[Path | None, str | None]:
+    """Save atomically; if that fails (a full disk), try the temporary folder instead.
+    Returns (where it went or None, the error or None)."""
+    try:
+        return save(image, path), None
+    except SaveError as exc:
+        problem = str(exc)
+    rescue = Path(tempfile.gettempdir()) / path.name
+    if rescue.parent.resolve() != path.parent.resolve():
+        try:
+            return save(image, unused(rescue)), problem
+        except SaveError:
+            pass
+    return None, problem
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return device
+
+
+def check_number(value: float, what: str, minimum: float = 0.0) -> None:
+    if not (math.isfinite(value) and value >= minimum):
+        raise UsageError(f"{what} must be a number of at least {minimum:g}, got {value}")
+
+
 def run_stylize(stylizer_device: str, content: Path | str, style: Path | str, out: Path,
-                options: Options, quiet: bool) -> None:
+                options: Options, quiet: bool, checkpoint: Path | None = None,
+                resume: Path | None = None, every_minutes: float = 3.0,
+                overwrite: bool = False) -> None:
+    """Validate everything, then run and save; see the module's exit codes."""
     content_img, style_img = load_pil(content), load_pil(style)
     options = options.validated()
-    stylizer = Stylizer(device=stylizer_device)
-    display = ProgressDisplay(options, err, enabled=not quiet)
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    try:
-        with display.bar:
-            result = stylizer.run(content_img, style_img, options, display)
-    except Interrupted as stop:
-        if stop.image is None:
-            err.print("interrupted before the first evaluation; nothing saved")
+    device = resolve_device(stylizer_device)
+    plan = preflight(content_img.size, style_img.size, options, device, (str(content), str(style)))
+    check_number(every_minutes, "--checkpoint-every")
+    folder = checkpoint or resume
+    state = saver = None
+    if folder is not None:
+        identity = ckpt.identity(content_img, style_img, options)
+        if resume is not None:
+            state = ckpt.load(resume, identity)
+            if state.scales != len(plan):
+                raise UsageError(f"--resume {resume}: the checkpoint has {state.scales} scales, "
+                                 f"this run {len(plan)}")
+        check_checkpoint_folder(folder, "--checkpoint" if checkpoint else "--resume", overwrite,
+                                resuming=resume is not None and folder == resume)
+        saver = ckpt.Checkpointer(folder, identity, every=every_minutes * 60.0,
+                                  warn=lambda text: say(f"warning: {text}"))
+    resume_hint = f"; continue with --resume {folder}" if folder else ""
+
+    finished = state is not None and state.complete
+    stylizer = None if finished else Stylizer(device=device)  # a Ctrl-C here: nothing to keep
+    with StopSignals() as signals:
+        if finished:
+            result = np.asarray(state.result, dtype=np.float32)
+            say(f"the checkpoint in {folder} holds the finished run")
         else:
-            partial = out.with_name(f"{out.stem}.interrupted-{stop.side}px{out.suffix}")
-            save(stop.image, partial)
-            err.print(f"interrupted: the best image so far ({stop.side} px scale) is in {partial}")
-        raise typer.Exit(130) from None
-    save(result, out)
+            display = ProgressDisplay(plan, err, enabled=not quiet)
+
+            def progress(p: Progress) -> None:
+                display(p)
+                signals.check()
+
+            try:
+                with display.bar:
+                    result = stylizer.run(content_img, style_img, options, progress,
+                                          checkpoint=saver, resume=state)
+            except Unfinished as stop:
+                signals.shield = True
+                interrupted = isinstance(stop, Interrupted)
+                kept = problem = None
+                if stop.image is not None:
+                    tag = "interrupted" if interrupted else "failed"
+                    kept, problem = save_or_rescue(stop.image,
+                                                   free_path(out, f"{tag}-{stop.side}px"))
+                where = (f"the best image so far ({stop.side} px scale) is in {kept}" if kept
+                         else f"the best image so far could not be saved ({problem})" if problem
+                         else "no image was saved")
+                hint = resume_hint if folder and ckpt.exists(folder) else ""
+                if interrupted:
+                    say(f"interrupted: {where}{hint}")
+                    raise typer.Exit(130) from None
+                fail(_escape(f"{stop}; {where}{hint}"), 1)
+        signals.shield = True
+        written, problem = save_or_rescue(result, out)
+    if problem is not None:
+        if written is not None:
+            fail(_escape(f"{problem}; the result was saved to {written} instead"), 1)
+        finished = (state is not None and state.complete) or (
+            saver is not None and saver.saved is not None and saver.saved.complete)
+        kept = f"; the finished run is kept in {folder}: rerun with --resume {folder}" \
+            if finished else ""
+        fail(_escape(f"{problem}; the result could not be saved{kept}"), 1)
     if not quiet:
-        err.print(f"saved {out}")
+        say(f"saved {out}")
 
 
 DEVICE_HELP = "auto: the GPU when onnxruntime-gpu, CuPy and a CUDA device are present"
@@ -160,10 +354,22 @@ def stylize(
     init: str = typer.Option("style", help="style: style mean colour + content detail; content: the content image"),
     seed: int = typer.Option(0, help="random seed (same seed, same output)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    overwrite: bool = typer.Option(False, help="replace an existing output file"),
+    overwrite: bool = typer.Option(False, help="replace an existing output file (and an "
+                                               "unfinished checkpoint)"),
+    checkpoint: Optional[Path] = typer.Option(
+        None, metavar="DIR", help="save the run's state in DIR after each scale and every few "
+                                  "minutes, to continue it with --resume DIR"),
+    resume: Optional[Path] = typer.Option(
+        None, metavar="DIR", help="continue the interrupted run saved in DIR (same inputs and "
+                                  "options; the result is the uninterrupted run's)"),
+    checkpoint_every: float = typer.Option(3.0, metavar="MINUTES",
+                                           help="checkpoint inside a scale this often"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
 ) -> None:
-    """Stylise CONTENT with STYLE and write the result to OUT."""
+    """Stylise CONTENT with STYLE and write the result to OUT.
+
+    Ctrl-C stops at the next evaluation and saves the best image so far as
+    OUT.interrupted-<side>px (exit code 130)."""
     with clear_errors():
         check_output(out, [content, style], overwrite)
         budgets = parse_ints(evaluations, "--evaluations")
@@ -172,7 +378,8 @@ def stylize(
                           evaluations=budgets[0] if budgets and len(budgets) == 1 else budgets,
                           per_round=per_round, samples=samples, style_samples=style_samples,
                           init=init, seed=seed)
-        run_stylize(device, content, style, out, options, quiet)
+        run_stylize(device, content, style, out, options, quiet, checkpoint=checkpoint,
+                    resume=resume, every_minutes=checkpoint_every, overwrite=overwrite)
 
 
 def sample_image(name: str) -> Path:
@@ -189,9 +396,9 @@ def demo(
 ) -> None:
     """Stylise the shipped sample photo (a cat) with van Gogh's Starry Night."""
     with clear_errors():
-        check_output(out, [], overwrite)
-        run_stylize(device, sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg"),
-                    out, Options(size=size), quiet)
+        content, style = sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg")
+        check_output(out, [content, style], overwrite)
+        run_stylize(device, content, style, out, Options(size=size), quiet)
 
 
 @app.command()
@@ -216,18 +423,45 @@ def sweep(
         values = parse_floats(weights, "--weights")
         budgets = parse_ints(evaluations, "--evaluations")
         content_img, style_img = load_pil(content), load_pil(style)
+        runs = [Options(size=size, preset=preset, content_weight=weight, seed=seed,
+                        evaluations=budgets[0] if budgets and len(budgets) == 1 else budgets
+                        ).validated() for weight in values]
+        device = resolve_device(device)
+        plan = preflight(content_img.size, style_img.size, runs[0], device,
+                         (str(content), str(style)))
         stylizer = Stylizer(device=device)
-        results = []
-        for weight in values:
-            options = Options(size=size, preset=preset, content_weight=weight, seed=seed,
-                              evaluations=budgets[0] if budgets and len(budgets) == 1 else budgets
-                              ).validated()
-            display = ProgressDisplay(options, err, enabled=not quiet)
-            with display.bar:
-                results.append(stylizer.run(content_img, style_img, options, display))
-        save(labelled_row(results, [f"a = {w:g}" for w in values]), out)
+        results: list[np.ndarray] = []
+        labels = [f"a = {w:g}" for w in values]
+        with StopSignals() as signals:
+            def progress(p: Progress) -> None:
+                display(p)
+                signals.check()
+
+            try:
+                for options in runs:
+                    display = ProgressDisplay(plan, err, enabled=not quiet)
+                    with display.bar:
+                        results.append(stylizer.run(content_img, style_img, options, progress))
+            except Unfinished as stop:
+                signals.shield = True
+                kept = None
+                if results:
+                    kept, _ = save_or_rescue(labelled_row(results, labels[:len(results)]),
+                                             free_path(out, "interrupted" if isinstance(
+                                                 stop, Interrupted) else "failed"))
+                where = (f"the {len(results)} finished results are in {kept}" if kept
+                         else "no result was finished")
+                if isinstance(stop, Interrupted):
+                    say(f"interrupted: {where}")
+                    raise typer.Exit(130) from None
+                fail(_escape(f"{stop}; {where}"), 1)
+            signals.shield = True
+            written, problem = save_or_rescue(labelled_row(results, labels), out)
+        if problem is not None:
+            fail(_escape(problem + (f"; the grid was saved to {written} instead" if written
+                                    else "; the grid could not be saved")), 1)
         if not quiet:
-            err.print(f"saved {out}")
+            say(f"saved {out}")
 
 
 @app.command("fetch-model")

@@ -4,12 +4,19 @@
 round keeps each L-BFGS-B run on a deterministic objective. ``rmsprop``: the official
 code's optimiser, RMSprop on a Laplacian pyramid with a new sample set every step.
 Both count function evaluations (one VGG forward + VJP each), the unit of cost.
+
+Both work in rounds of ``per_round`` evaluations; ``rng`` is a Generator used throughout,
+or a function ``round -> Generator`` (a run whose draws depend only on the round can stop
+at a round boundary, hand its state to ``on_round``, and be continued exactly from it with
+``first_round``, ``done`` and the state). Every evaluation is checked: a non-finite loss,
+term or gradient raises ``NonFiniteError`` naming it, before the bad point is reported.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Union
 
 import numpy as np
 from scipy.optimize import Bounds, minimize
@@ -38,6 +45,42 @@ class Stop(Exception):
 
 
 Callback = Callable[[Step], None]
+RoundRng = Union[np.random.Generator, Callable[[int], np.random.Generator]]
+# on_round(rounds done, evaluations done, optimiser state): called at each round boundary
+# inside a scale (not after the last round); the state's arrays are not copied.
+RoundCallback = Callable[[int, int, dict[str, np.ndarray]], None]
+
+
+class NonFiniteError(ArithmeticError):
+    """An evaluation gave a non-finite loss, term or gradient; ``term`` names the culprit
+    ("gradient" or "total" when every term was finite)."""
+
+    def __init__(self, message: str, term: str, evaluation: int):
+        super().__init__(message)
+        self.term, self.evaluation = term, evaluation
+
+
+def check_finite(value: float, terms: dict[str, float], grad: np.ndarray, evaluation: int) -> None:
+    """Raise NonFiniteError if the loss, a term or the (host) gradient is not finite."""
+    bad = {name: v for name, v in terms.items() if not math.isfinite(v)}
+    if bad:
+        good = ", ".join(f"{n} {v:.4g}" for n, v in terms.items() if n not in bad)
+        culprits = ", ".join(f"the {n} term is {v}" for n, v in bad.items())
+        raise NonFiniteError(f"at evaluation {evaluation} {culprits}"
+                             + (f" ({good})" if good else ""), next(iter(bad)), evaluation)
+    if not math.isfinite(value):
+        raise NonFiniteError(f"at evaluation {evaluation} the total loss is {value} though "
+                             f"every term is finite", "total", evaluation)
+    finite = np.isfinite(grad)
+    if not finite.all():
+        count = int(grad.size - np.count_nonzero(finite))
+        raise NonFiniteError(f"at evaluation {evaluation} the gradient has {count} non-finite "
+                             f"values though the loss ({value:.4g}) and every term are finite",
+                             "gradient", evaluation)
+
+
+def _round_rng(rng: RoundRng, round_index: int) -> np.random.Generator:
+    return rng(round_index) if callable(rng) else rng
 
 
 def to_numpy(array: Array) -> np.ndarray:
@@ -54,9 +97,9 @@ class _Counter:
     counts evaluations, remembers the best point of the current sample set."""
 
     def __init__(self, objective: ObjectiveLike, shape: tuple[int, ...], budget: int,
-                 callback: Callback | None):
+                 callback: Callback | None, done: int = 0):
         self.objective, self.shape, self.budget, self.callback = objective, shape, budget, callback
-        self.count = 0
+        self.count = done
         self.limit = budget  # the end of the current round
         self.best: tuple[float, np.ndarray] | None = None
 
@@ -65,25 +108,31 @@ class _Counter:
             raise _RoundSpent
         image = x.reshape(self.shape).astype(np.float32)  # a new host array each call
         value, grad, terms = self.objective(image)
+        grad = to_numpy(grad).astype(np.float64).ravel()
+        check_finite(value, terms, grad, self.count + 1)
         self.count += 1
         if self.best is None or value < self.best[0]:
             self.best = (value, image)
         if self.callback:
             self.callback(Step(self.count, self.budget, value, terms, image))
-        return value, to_numpy(grad).astype(np.float64).ravel()
+        return value, grad
 
 
 def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_round: int,
-          rng: np.random.Generator, callback: Callback | None = None,
-          history: int = 10) -> np.ndarray:
+          rng: RoundRng, callback: Callback | None = None, history: int = 10, *,
+          first_round: int = 0, done: int = 0, on_round: RoundCallback | None = None
+          ) -> np.ndarray:
     """Minimise over pixels in [0, 1] with L-BFGS-B, `per_round` evaluations per sample set.
 
-    image: (H, W, 3) float32 start; returns the final (H, W, 3) float32 image."""
-    counter = _Counter(objective, image.shape, evaluations, callback)
+    image: (H, W, 3) float32 start (to continue a run: the state's "x" after `first_round`
+    rounds and `done` evaluations); returns the final (H, W, 3) float32 image. The state
+    given to `on_round` is {"x": the image to start the next round from}."""
+    counter = _Counter(objective, image.shape, evaluations, callback, done)
     x = image.astype(np.float64).ravel()
     bounds = Bounds(0.0, 1.0)
+    round_index = first_round
     while counter.count < evaluations:
-        objective.resample(rng)
+        objective.resample(_round_rng(rng, round_index))
         counter.best = None
         counter.limit = min(counter.count + per_round, evaluations)
         try:
@@ -93,7 +142,11 @@ def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_rou
         except _RoundSpent:
             pass
         # the best point evaluated on this sample set (scipy may stop mid line search)
-        x = counter.best[1].astype(np.float64).ravel()
+        best = counter.best[1]
+        x = best.astype(np.float64).ravel()
+        round_index += 1
+        if on_round is not None and counter.count < evaluations:
+            on_round(round_index, counter.count, {"x": best})
     return x.reshape(image.shape).astype(np.float32)
 
 
@@ -155,24 +208,46 @@ class LaplacianPyramid:
         return grads
 
 
-def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: np.random.Generator,
+def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: RoundRng,
             lr: float = 2e-3, decay: float = 0.99, eps: float = 1e-8, levels: int = 5,
-            callback: Callback | None = None) -> np.ndarray:
+            callback: Callback | None = None, *, per_round: int = 40, first_round: int = 0,
+            done: int = 0, state: dict[str, np.ndarray] | None = None,
+            on_round: RoundCallback | None = None) -> np.ndarray:
     """RMSprop on Laplacian-pyramid coefficients, a new sample set each step (torch's
-    RMSprop update: v = decay v + (1 - decay) g^2; p -= lr g / (sqrt(v) + eps))."""
+    RMSprop update: v = decay v + (1 - decay) g^2; p -= lr g / (sqrt(v) + eps)).
+
+    Rounds are `per_round` steps (they only matter for a per-round `rng` and `on_round`).
+    To continue a run, pass the `state` given to `on_round` ({"band_i", "square_i"}) with
+    `first_round` and `done`; `image` then only gives the size."""
     pyramid = LaplacianPyramid(image.shape[0], image.shape[1], levels)
-    bands = pyramid.decompose(image.astype(np.float32))
-    square = [np.zeros_like(b) for b in bands]
-    for step in range(1, steps + 1):
-        objective.resample(rng)
+    if state:
+        bands = [np.array(state[f"band_{i}"], dtype=np.float32) for i in range(levels)]
+        square = [np.array(state[f"square_{i}"], dtype=np.float32) for i in range(levels)]
+    else:
+        bands = pyramid.decompose(image.astype(np.float32))
+        square = [np.zeros_like(b) for b in bands]
+    round_index = first_round
+    generator = _round_rng(rng, round_index)
+    for step in range(done + 1, steps + 1):
+        objective.resample(generator)
         x = pyramid.reconstruct(bands)
         clipped = np.clip(x, 0.0, 1.0).astype(np.float32)
         value, grad, terms = objective(clipped)
-        grad = to_numpy(grad) * ((x >= 0) & (x <= 1))
+        grad = to_numpy(grad)
+        check_finite(value, terms, grad, step)
+        grad = grad * ((x >= 0) & (x <= 1))
         for band, sq, g in zip(bands, square, pyramid.gradient(grad)):
             sq *= decay
             sq += (1 - decay) * g * g
             band -= lr * g / (np.sqrt(sq) + eps)
         if callback:
             callback(Step(step, steps, value, terms, clipped))
+        if step % per_round == 0 and step < steps:
+            round_index += 1
+            generator = _round_rng(rng, round_index)
+            if on_round is not None:
+                state = {f"band_{i}": b for i, b in enumerate(bands)}
+                state.update({f"square_{i}": q for i, q in enumerate(square)})
+                state["image"] = np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)
+                on_round(round_index, step, state)
     return np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,444 @@
+"""The command line never crashes on bad input and never loses a run: every bad input gives
+one line and exit code 2 before any work, with nothing written; interrupts, failures and
+full disks keep the best image; the same seed gives the same bytes; a run stopped by a real
+SIGINT resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ostransfer import checkpoint as ckpt
+from ostransfer import cli
+from ostransfer.api import Options
+from ostransfer.cli import app, sample_image
+from ostransfer.images import load_pil
+
+CONTENT = sample_image("content_chelsea.jpg")
+STYLE = sample_image("style_starry_night.jpg")
+FAST = ["--samples", "64", "--style-samples", "100", "--per-round", "2", "-q"]
+
+runner = CliRunner()
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.output
+    return lines[0][len("error: "):]
+
+
+def tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# -- every bad input: one line, exit code 2, nothing written, no model loaded ---------------
+
+def _png(path: Path, size=(96, 64)) -> Path:
+    Image.new("RGB", size, (120, 80, 40)).save(path)
+    return path
+
+
+def _setup(tmp: Path, case: str) -> tuple[list, str]:
+    """(arguments after `stylize`, the expected message) for one bad input."""
+    content, style = _png(tmp / "content.png"), _png(tmp / "style.png", (64, 64))
+    out = tmp / "out.png"
+    ok = [content, style, "-o", out]
+    if case == "missing content":
+        return [tmp / "nope.jpg", style, "-o", out], f"{tmp}/nope.jpg: no such file"
+    if case == "content is a folder":
+        (tmp / "dir").mkdir()
+        return [tmp / "dir", style, "-o", out], f"{tmp}/dir: is a folder, not an image"
+    if case == "unreadable content":
+        content.chmod(0)
+        return ok, f"{content}: not readable (permission denied)"
+    if case == "empty file":
+        content.write_bytes(b"")
+        return ok, f"{content}: empty file (0 bytes)"
+    if case == "not an image":
+        content.write_text("just some text\n")
+        return ok, f"{content}: not an image file Pillow can read"
+    if case == "truncated PNG":
+        Image.effect_noise((96, 64), 60).convert("RGB").save(content)
+        data = content.read_bytes()
+        content.write_bytes(data[: len(data) // 2])
+        return ok, f"{content}: corrupt or truncated image (image file is truncated)"
+    if case == "truncated JPEG":
+        jpeg = tmp / "content.jpg"
+        Image.effect_noise((96, 64), 60).convert("RGB").save(jpeg, quality=90)
+        data = jpeg.read_bytes()
+        jpeg.write_bytes(data[: len(data) * 2 // 3])
+        return [jpeg, style, "-o", out], f"{jpeg}: corrupt or truncated image (image file is truncated"
+    if case == "corrupt PNG data":
+        Image.effect_noise((96, 64), 60).convert("RGB").save(content)
+        data = bytearray(content.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        content.write_bytes(bytes(data))
+        return ok, f"{content}: corrupt or truncated image ("
+    if case == "tiny content":
+        _png(content, (8, 8))
+        return ok, f"{content}: the image is 8x8 px; VGG16 needs at least 16 px on each side"
+    if case == "1x1 style":
+        _png(style, (1, 1))
+        return ok, f"{style}: the image is 1x1 px; VGG16 needs at least 16 px on each side"
+    if case == "too thin at the final scale":
+        _png(content, (1000, 60))
+        return ok + ["--size", "100"], (f"{content}: at size 100 the output would be 100x6 px, "
+                                        f"under the 16 px VGG16 needs on the short side; use a "
+                                        f"size of at least 259")
+    if case == "absurd size for the memory":
+        return ok + ["--size", "6000"], "a 6000 px run needs about "
+    if case == "size over the limit":
+        return ok + ["--size", "9000"], "size must be between 16 and 8192 px, got 9000"
+    if case == "output folder missing":
+        return [content, style, "-o", tmp / "no" / "out.png"], \
+            f"{tmp}/no/out.png: folder {tmp}/no does not exist"
+    if case == "output folder not writable":
+        folder = tmp / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        if os.geteuid() == 0:  # root writes anywhere: use a folder nobody can write to
+            folder = Path("/proc")
+        return [content, style, "-o", folder / "out.png"], \
+            f"{folder}/out.png: folder {folder} is not writable"
+    if case == "output is the content":
+        return [content, style, "-o", content, "--overwrite"], \
+            f"{content}: the output would overwrite an input image"
+    if case == "output is a hard link to the style":
+        os.link(style, tmp / "link.png")
+        return [content, style, "-o", tmp / "link.png", "--overwrite"], \
+            f"{tmp}/link.png: the output would overwrite an input image"
+    if case == "output exists":
+        _png(out)
+        return ok, f"{out}: exists; pass --overwrite to replace it"
+    if case == "output is a folder":
+        (tmp / "outdir.png").mkdir()
+        return [content, style, "-o", tmp / "outdir.png"], \
+            f"{tmp}/outdir.png: is a folder; give an image file name"
+    if case == "unknown extension":
+        return [content, style, "-o", tmp / "out.xyz"], \
+            f"{tmp}/out.xyz: unknown output extension '.xyz' (use one of .png, .jpg, .jpeg, " \
+            f".webp, .tif, .tiff, .bmp)"
+    if case == "no extension":
+        return [content, style, "-o", tmp / "out"], f"{tmp}/out: unknown output extension '(none)'"
+    if case == "negative content weight":
+        return ok + ["--content-weight", "-1"], "content weight must be a positive number, got -1.0"
+    if case == "NaN content weight":
+        return ok + ["--content-weight", "nan"], "content weight must be a positive number, got nan"
+    if case == "infinite content weight":
+        return ok + ["--content-weight", "inf"], "content weight must be a positive number, got inf"
+    if case == "zero evaluations":
+        return ok + ["--evaluations", "0"], "evaluations per scale must be at least 1, got [0, 0]"
+    if case == "a negative budget":
+        return ok + ["--evaluations", "5,-1"], "evaluations per scale must be at least 1, got [5, -1]"
+    if case == "budgets for the wrong number of scales":
+        return ok + ["--evaluations", "5,5,5"], "3 evaluation budgets given for 2 scales"
+    if case == "evaluations not numbers":
+        return ok + ["--evaluations", "ten"], "--evaluations must be integers separated by commas"
+    if case == "zero samples":
+        return ok + ["--samples", "0"], "samples must be at least 1"
+    if case == "zero per round":
+        return ok + ["--per-round", "0"], "per round must be at least 1"
+    if case == "negative seed":
+        return ok + ["--seed", "-1"], "seed must be 0 or more, got -1"
+    if case == "unknown preset":
+        return ok + ["--preset", "nope"], "unknown preset 'nope'; choose one of paper, strotss"
+    if case == "unknown device":
+        return ok + ["--device", "tpu"], "unknown device 'tpu'; choose auto, cpu or cuda"
+    if case == "negative checkpoint interval":
+        return ok + ["--checkpoint-every", "-1"], \
+            "--checkpoint-every must be a number of at least 0, got -1.0"
+    if case == "checkpoint folder is a file":
+        (tmp / "ck").write_text("x")
+        return ok + ["--checkpoint", tmp / "ck"], f"--checkpoint {tmp}/ck: is a file, not a folder"
+    if case == "checkpoint folder holds an unfinished run":
+        _checkpoint(tmp / "ck", content, style, Options(size=96), finished=False)
+        return ok + ["--checkpoint", tmp / "ck"], (
+            f"--checkpoint {tmp}/ck: holds an unfinished run (scale 2 of 2, 4 evaluations into "
+            f"it); continue it with --resume {tmp}/ck, or pass --overwrite to start over")
+    if case == "resume without a checkpoint":
+        (tmp / "ck").mkdir()
+        return ok + ["--resume", tmp / "ck"], \
+            f"{tmp}/ck: no checkpoint to resume (checkpoint.npz is missing)"
+    if case == "resume another run's checkpoint":
+        _checkpoint(tmp / "ck", content, style, Options(size=96, seed=3), finished=False)
+        return ok + ["--resume", tmp / "ck"], (
+            f"{tmp}/ck: the checkpoint is of another run, made with seed 3 (now 0); rerun "
+            f"with the same inputs and options, or start over without --resume")
+    if case == "resume with another content image":
+        _checkpoint(tmp / "ck", _png(tmp / "other.png", (90, 60)), style, Options(size=96),
+                    finished=False)
+        return ok + ["--resume", tmp / "ck"], \
+            f"{tmp}/ck: the checkpoint is of another run, made with a different content image;"
+    if case == "damaged checkpoint":
+        (tmp / "ck").mkdir()
+        (tmp / "ck" / "checkpoint.npz").write_bytes(b"garbage")
+        return ok + ["--resume", tmp / "ck"], f"{tmp}/ck/checkpoint.npz: unreadable checkpoint"
+    raise AssertionError(case)
+
+
+def _checkpoint(folder: Path, content: Path, style: Path, options: Options, finished: bool):
+    identity = ckpt.identity(load_pil(content), load_pil(style), options)
+    image = np.zeros((64, 96, 3), np.float32)
+    state = ckpt.RunState(1, 2, 4, image, {"x": image}, scales=2)
+    if finished:
+        state = ckpt.RunState(2, 0, 0, image, {}, scales=2, complete=True)
+    ckpt.Checkpointer(folder, identity).save(state)
+
+
+BAD_INPUTS = [
+    "missing content", "content is a folder", "unreadable content", "empty file", "not an image",
+    "truncated PNG", "truncated JPEG", "corrupt PNG data", "tiny content", "1x1 style",
+    "too thin at the final scale", "absurd size for the memory", "size over the limit",
+    "output folder missing", "output folder not writable", "output is the content",
+    "output is a hard link to the style", "output exists", "output is a folder",
+    "unknown extension", "no extension", "negative content weight", "NaN content weight",
+    "infinite content weight", "zero evaluations", "a negative budget",
+    "budgets for the wrong number of scales", "evaluations not numbers", "zero samples",
+    "zero per round", "negative seed", "unknown preset", "unknown device",
+    "negative checkpoint interval", "checkpoint folder is a file",
+    "checkpoint folder holds an unfinished run", "resume without a checkpoint",
+    "resume another run's checkpoint", "resume with another content image", "damaged checkpoint",
+]
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Validation must finish before the model is loaded."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+    monkeypatch.setattr(cli, "Stylizer", refuse)
+    monkeypatch.setenv("OSTRANSFER_MAX_MEMORY", "16G")  # the same refusals on any machine
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, no_model, case):
+    if case == "unreadable content" and os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    args, message = _setup(tmp_path, case)
+    before = tree(tmp_path)
+    result = invoke("stylize", *args, *([] if "--size" in args else ["--size", "96"]))
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result)
+    assert line.startswith(message), line
+    assert tree(tmp_path) == before
+    if case == "absurd size for the memory":
+        assert "16.0 GiB is available; the largest size that fits is " in line
+
+
+def test_sweep_refuses_bad_weights(tmp_path, no_model):
+    for weights, message in [("1,-2", "--weights must be positive numbers, got -2.0"),
+                             ("nan", "--weights must be positive numbers, got nan"),
+                             ("a,b", "--weights must be numbers separated by commas")]:
+        result = invoke("sweep", CONTENT, STYLE, "-o", tmp_path / "grid.png", "--weights", weights)
+        assert result.exit_code == 2 and one_error_line(result).startswith(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decompression_bombs_are_refused(tmp_path, no_model, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 96 x 64 = 6144 px > twice the limit
+    content = _png(tmp_path / "c.png")
+    result = invoke("stylize", content, STYLE, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"{content}: refused, too many pixels to decode")
+
+
+# -- signals ------------------------------------------------------------------------------
+
+def test_first_signal_stops_at_the_next_evaluation_a_second_at_once():
+    handler = signal.getsignal(signal.SIGINT)
+    with cli.StopSignals() as signals:
+        signals.check()  # nothing received: carry on
+        os.kill(os.getpid(), signal.SIGINT)  # e.g. while ONNX Runtime runs: only noted
+        with pytest.raises(cli.Stop):
+            signals.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        signals.shield = True  # while the result is written: noted, never raised
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) == handler
+
+
+def test_ctrl_c_before_the_run_writes_nothing(tmp_path, monkeypatch):
+    def loading(device):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "Stylizer", loading)
+    result = invoke("stylize", CONTENT, STYLE, "-o", tmp_path / "out.png", "--size", "40")
+    assert result.exit_code == 130
+    assert one_error_line(result) == "interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- real runs ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    from ostransfer.api import Stylizer
+
+    return Stylizer(device="cpu")
+
+
+@pytest.fixture
+def model(loaded, monkeypatch):
+    """The CLI loads the model once per process; these in-process runs share one."""
+    monkeypatch.setattr(cli, "Stylizer", lambda device: loaded)
+
+def test_same_seed_same_bytes_and_overwrite_only_when_asked(tmp_path, model_dir, model):
+    args = [CONTENT, STYLE, "--size", "40", "--evaluations", "2", *FAST]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert invoke("stylize", *args, "-o", a).exit_code == 0
+    assert invoke("stylize", *args, "-o", b).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert Image.open(a).size == (40, 27)
+    refused = invoke("stylize", *args, "-o", a, "--seed", "1")
+    assert refused.exit_code == 2 and "exists; pass --overwrite" in one_error_line(refused)
+    assert a.read_bytes() == b.read_bytes()
+    assert invoke("stylize", *args, "-o", a, "--seed", "1", "--overwrite").exit_code == 0
+    assert a.read_bytes() != b.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # no temporaries
+
+
+def _send_at(monkeypatch, evaluation: int, signum: int):
+    """Send `signum` to this process when the display shows `evaluation`."""
+    shown = cli.ProgressDisplay.__call__
+
+    def display(self, p):
+        shown(self, p)
+        if p.evaluation == evaluation:
+            os.kill(os.getpid(), signum)
+    monkeypatch.setattr(cli.ProgressDisplay, "__call__", display)
+
+
+def test_sigterm_stops_at_the_next_evaluation_and_saves_the_best_image(tmp_path, model,
+                                                                       monkeypatch):
+    _send_at(monkeypatch, 2, signal.SIGTERM)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out.jpg"
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "50",
+                    *FAST)
+    assert result.exit_code == 130
+    partial = tmp_path / "out.interrupted-40px.jpg"
+    assert result.stderr.strip().endswith(f"interrupted: the best image so far (40 px scale) "
+                                          f"is in {partial}")
+    assert Image.open(partial).size == (40, 27) and not out.exists()
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+
+
+def test_a_non_finite_loss_names_the_term_and_keeps_the_last_good_image(tmp_path, model,
+                                                                        monkeypatch):
+    from ostransfer import objective
+
+    real, calls = objective.losses.total_loss, []
+
+    def poisoned(*args, **kwargs):
+        value, grad, terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            terms = dict(terms, remd=float("nan"))
+        return value, grad, terms
+
+    monkeypatch.setattr(objective.losses, "total_loss", poisoned)
+    out = tmp_path / "out.png"
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "5",
+                    *FAST)
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    kept = tmp_path / "out.failed-40px.png"
+    assert line.startswith("the loss is not finite at the 40 px scale: at evaluation 3 the "
+                           "remd term is nan (content ")
+    assert line.endswith(f"the best image so far (40 px scale) is in {kept}")
+    assert Image.open(kept).size == (40, 27) and not out.exists()
+
+
+def test_a_full_disk_at_the_end_leaves_no_partial_file_and_rescues_the_result(
+        tmp_path, model, monkeypatch):
+    out_dir, rescue_dir = tmp_path / "full", tmp_path / "tmp"
+    out_dir.mkdir()
+    rescue_dir.mkdir()
+    monkeypatch.setattr(cli.tempfile, "tempdir", str(rescue_dir))
+    real_save = Image.Image.save
+
+    def save(self, fp, *args, **kwargs):
+        if os.readlink(f"/proc/self/fd/{fp.fileno()}").startswith(str(out_dir)):  # disk full
+            fp.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    out = out_dir / "out.png"
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "2",
+                    *FAST)
+    assert result.exit_code == 1
+    assert one_error_line(result) == (f"{out}: cannot write (No space left on device); the "
+                                      f"result was saved to {rescue_dir}/out.png instead")
+    assert list(out_dir.iterdir()) == []  # no partial file
+    assert Image.open(rescue_dir / "out.png").size == (40, 27)
+
+
+def test_a_finished_checkpoint_writes_the_result_again(tmp_path, no_model):
+    content, style = _png(tmp_path / "c.png"), _png(tmp_path / "s.png", (64, 64))
+    _checkpoint(tmp_path / "ck", content, style, Options(size=96), finished=True)
+    out = tmp_path / "out.png"
+    result = invoke("stylize", content, style, "-o", out, "--size", "96", "--resume",
+                    tmp_path / "ck")
+    assert result.exit_code == 0, result.output
+    assert "holds the finished run" in result.stderr and Image.open(out).size == (96, 64)
+
+
+# -- a real SIGINT to a real process, then --resume ----------------------------------------
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def test_sigint_saves_the_best_image_exits_130_and_resume_matches(tmp_path, model_dir, model):
+    args = [str(a) for a in (CONTENT, STYLE, "--size", "40", "--evaluations", "6", *FAST,
+                             "--seed", "4")]
+    out, folder = tmp_path / "out.png", tmp_path / "ck"
+    env = dict(os.environ, OSTRANSFER_MODELS=str(model_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "ostransfer.cli", "stylize", *args,
+                             "-o", str(out), "--checkpoint", str(folder),
+                             "--checkpoint-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_for(folder / "checkpoint.npz", proc)  # the first round is done
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    partial = tmp_path / "out.interrupted-40px.png"
+    assert stderr.strip().endswith(f"interrupted: the best image so far (40 px scale) is in "
+                                   f"{partial}; continue with --resume {folder}")
+    assert "Traceback" not in stderr and not out.exists()
+    assert Image.open(partial).size == (40, 27)
+    _, state = ckpt.read(folder)
+    assert state.scale == 0 and state.rounds >= 1 and state.evaluations < 6
+    assert not state.complete
+
+    resumed = invoke("stylize", *args, "-o", out, "--resume", folder)
+    assert resumed.exit_code == 0, resumed.output
+    reference = tmp_path / "reference.png"
+    assert invoke("stylize", *args, "-o", reference).exit_code == 0
+    assert out.read_bytes() == reference.read_bytes()
+    assert ckpt.read(folder)[1].complete
+    shutil.rmtree(folder)
