@@ -18,10 +18,12 @@ from PIL import Image
 from . import checkpoint as ckpt
 from . import losses
 from .checkpoint import Checkpointer, RunState
+from .color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS, preserve_colors
 from .features import VGGFeatures, cuda_available
+from .guides import Guides
 from .images import ImageLike, load_pil, resize, scaled_size, to_array
 from .network import PRESETS, hypercolumn_dim
-from .objective import Objective, style_hypercolumns
+from .objective import Objective, Region, style_hypercolumns
 from .optimize import NonFiniteError, Step, Stop, lbfgs, rmsprop, to_numpy
 from .schedule import content_weights, initial_image, scale_sides
 
@@ -32,6 +34,7 @@ DEFAULT_CONTENT_WEIGHT = {"paper": 1024.0, "strotss": 2.0}
 OPTIMIZERS = ("lbfgs", "rmsprop")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192
+MIN_REGION_PIXELS = 16  # a guided region smaller than this at a scale joins the unguided rest
 
 
 class InputError(ValueError):
@@ -66,6 +69,8 @@ class Options:
     style_samples: int = 5000  # M, style hypercolumns per scale
     init: str = "style"  # "style": style mean + content detail; "content": the content image
     seed: int = 0
+    style_weights: Sequence[float] | None = None  # one per style image; None: equal weights
+    preserve_color: bool | str = False  # True, "luminance" or "statistics": keep the content's colours
 
     def validated(self) -> "Options":
         if self.preset not in PRESETS:
@@ -86,6 +91,20 @@ class Options:
         if weight is not None and not (isinstance(weight, (int, float, np.number))
                                        and np.isfinite(weight) and weight > 0):
             raise ValueError(f"content weight must be a positive number, got {weight}")
+        if self.style_weights is not None:
+            weights = self.style_weights
+            if isinstance(weights, (str, bytes)) \
+                    or not isinstance(weights, (Sequence, np.ndarray)) or len(weights) == 0:
+                raise ValueError(f"style weights must be a list of positive numbers, got "
+                                 f"{weights!r}")
+            for w in weights:
+                if isinstance(w, bool) or not isinstance(w, (int, float, np.number)) \
+                        or not (np.isfinite(w) and w > 0):
+                    raise ValueError(f"style weights must be positive numbers, got {w}")
+        color = self.preserve_color
+        if not (isinstance(color, (bool, np.bool_)) or color in COLOR_METHODS):
+            raise ValueError(f"preserve color must be True, False or one of "
+                             f"{', '.join(COLOR_METHODS)}, got {color!r}")
         for name in ("per_round", "samples", "style_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got "
@@ -96,6 +115,23 @@ class Options:
         if any(b < 1 for b in budgets):
             raise ValueError(f"evaluations per scale must be at least 1, got {budgets}")
         return self
+
+    @property
+    def color_method(self) -> str | None:
+        """The colour preservation method, or None for none."""
+        if self.preserve_color is True or self.preserve_color is np.True_:
+            return DEFAULT_COLOR_METHOD
+        return self.preserve_color or None
+
+    def style_fractions(self, styles: int) -> list[float]:
+        """The style weights normalised to sum to 1 (equal when not given)."""
+        if self.style_weights is None:
+            return [1.0 / styles] * styles
+        if len(self.style_weights) != styles:
+            raise InputError(f"{len(self.style_weights)} style weights given for {styles} style "
+                             f"image{'s' if styles != 1 else ''}")
+        total = float(sum(self.style_weights))
+        return [float(w) / total for w in self.style_weights]
 
     @property
     def final_weight(self) -> float:
@@ -155,6 +191,7 @@ class Scale:
     style_size: tuple[int, int]
     weight: float  # content weight
     budget: int  # evaluations
+    style_sizes: tuple[tuple[int, int], ...] = ()  # every style image's (style_size: the first)
 
 
 def _fit_short_side(size: tuple[int, int], side: int) -> tuple[int, int]:
@@ -167,16 +204,37 @@ def _fit_short_side(size: tuple[int, int], side: int) -> tuple[int, int]:
     return scaled_size(size, side)
 
 
-def plan_scales(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
-                names: tuple[str, str] = ("content image", "style image")) -> list[Scale]:
-    """The scales of a run on images of these (width, height) sizes; InputError if the
-    images are too small.
+def style_sizes(style_size: tuple[int, int] | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """One (width, height) or a list of them -> a list of them."""
+    if len(style_size) and isinstance(style_size[0], (int, np.integer)):
+        return [tuple(style_size)]
+    return [tuple(size) for size in style_size]
+
+
+def _names(names: Sequence[str], styles: int) -> list[str]:
+    """Names for the content and each style image in messages."""
+    names = list(names)
+    default = "style image" if styles == 1 else None
+    return [names[0] if names else "content image"] + [
+        names[1 + k] if len(names) > 1 + k else default or f"style image {k + 1}"
+        for k in range(styles)]
+
+
+def plan_scales(content_size: tuple[int, int],
+                style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
+                names: Sequence[str] = ("content image", "style image")) -> list[Scale]:
+    """The scales of a run on images of these (width, height) sizes (one style size, or
+    one per style image); InputError if the images are too small.
 
     Every image must have at least MIN_SIDE px on each side. A coarse scale at which the
     content's short side would fall under MIN_SIDE (a panorama) is skipped: the run starts
-    at the first scale where it fits, and must fit at the final one. The style is only
+    at the first scale where it fits, and must fit at the final one. A style is only
     sampled: at a scale where it would be too thin it is enlarged until it fits."""
-    for name, (width, height) in zip(names, (content_size, style_size)):
+    sizes = style_sizes(style_size)
+    if not sizes:
+        raise InputError("no style image given")
+    names = _names(names, len(sizes))
+    for name, (width, height) in zip(names, [content_size, *sizes]):
         if min(width, height) < MIN_SIDE:
             raise InputError(f"{name}: the image is {width}x{height} px; VGG16 needs at least "
                              f"{MIN_SIDE} px on each side")
@@ -195,7 +253,8 @@ def plan_scales(content_size: tuple[int, int], style_size: tuple[int, int], opts
                     f"least {max(needed)}")
             log.info("skipping the %d px scale: the content would be %dx%d px", side, *size)
             continue
-        plan.append(Scale(index, side, size, _fit_short_side(style_size, side), weight, budget))
+        fitted = tuple(_fit_short_side(s, side) for s in sizes)
+        plan.append(Scale(index, side, size, fitted[0], weight, budget, fitted))
     return plan
 
 
@@ -212,15 +271,16 @@ ENGINE_BYTES_PER_PIXEL = 4600
 OUTPUT_BYTES_PER_PIXEL = 3400
 
 
-def estimate_memory(plan: Sequence[Scale], opts: Options) -> int:
-    """Estimated peak bytes of a run on the CPU (the largest scale dominates)."""
+def estimate_memory(plan: Sequence[Scale], opts: Options, regions: int = 1) -> int:
+    """Estimated peak bytes of a run on the CPU (the largest scale dominates); a guided run
+    holds a style sample set for each of its ``regions``."""
     d = hypercolumn_dim(opts.preset)
-    samples = 3 * opts.style_samples * d * 4 + 4 * opts.samples * opts.style_samples * 4 \
+    samples = 3 * opts.style_samples * d * 4 * regions + 4 * opts.samples * opts.style_samples * 4 \
         + 4 * opts.samples ** 2 * 4 + 4 * opts.samples * d * 4
     peak = 0
     for scale in plan:
         content_px = scale.content_size[0] * scale.content_size[1]
-        style_px = scale.style_size[0] * scale.style_size[1]
+        style_px = max(w * h for w, h in (scale.style_sizes or (scale.style_size,)))
         peak = max(peak, ENGINE_BYTES_PER_PIXEL * max(content_px, style_px)
                    + OUTPUT_BYTES_PER_PIXEL * content_px)
     return BASE_BYTES + samples + peak
@@ -263,13 +323,15 @@ def format_bytes(count: float) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.0f} MiB"
 
 
-def largest_size(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
-                 limit: int) -> int | None:
+def largest_size(content_size: tuple[int, int],
+                 style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
+                 limit: int, regions: int = 1) -> int | None:
     """The largest output size (long side, px) whose estimate fits in ``limit`` bytes."""
     def fits(size: int) -> bool:
         try:
             trial = dataclasses.replace(opts, size=size, evaluations=None)
-            return estimate_memory(plan_scales(content_size, style_size, trial), trial) <= limit
+            return estimate_memory(plan_scales(content_size, style_size, trial), trial,
+                                   regions) <= limit
         except ValueError:
             return False
     low, high = max(_fit_short_side(content_size, MIN_SIDE)), opts.size
@@ -281,19 +343,38 @@ def largest_size(content_size: tuple[int, int], style_size: tuple[int, int], opt
     return low
 
 
-def preflight(content_size: tuple[int, int], style_size: tuple[int, int], opts: Options,
-              device: str = "cpu", names: tuple[str, str] = ("content image", "style image")
-              ) -> list[Scale]:
-    """Check a run before any work: the options, the image sizes at every scale and (on the
-    CPU) the memory the run needs against what the machine has. Returns the plan; raises
-    ValueError (InputError) with one line otherwise."""
+def check_inputs(content_size: tuple[int, int], sizes: Sequence[tuple[int, int]],
+                 opts: Options, guides: Guides | None = None) -> None:
+    """What the options and guides need of the images: one weight per style image; guides
+    with a single style image, each guide of its image's shape. InputError / GuideError."""
+    if not sizes:
+        raise InputError("no style image given")
+    opts.style_fractions(len(sizes))
+    if guides is not None:
+        if len(sizes) > 1:
+            raise InputError(f"region guides work with one style image, got {len(sizes)}; "
+                             f"combine the styles into one image and mark them in the style "
+                             f"guide instead")
+        guides.check_shapes(content_size, sizes[0])
+
+
+def preflight(content_size: tuple[int, int],
+              style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
+              device: str = "cpu", names: Sequence[str] = ("content image", "style image"),
+              guides: Guides | None = None) -> list[Scale]:
+    """Check a run before any work: the options, the style weights and guides, the image
+    sizes at every scale and (on the CPU) the memory the run needs against what the machine
+    has. Returns the plan; raises ValueError (InputError, GuideError) with one line
+    otherwise."""
     opts = opts.validated()
+    check_inputs(content_size, style_sizes(style_size), opts, guides)
     plan = plan_scales(content_size, style_size, opts, names)
+    regions = 1 if guides is None else len(guides) + 1
     if device == "cpu":
         limit = available_memory()
-        need = estimate_memory(plan, opts)
+        need = estimate_memory(plan, opts, regions)
         if limit is not None and need > limit:
-            best = largest_size(content_size, style_size, opts, limit)
+            best = largest_size(content_size, style_size, opts, limit, regions)
             hint = (f"the largest size that fits is {best} px" if best
                     else "not even the smallest size fits")
             raise InputError(f"a {opts.size} px run needs about {format_bytes(need)} of memory "
@@ -323,40 +404,51 @@ class Stylizer:
         self.device = device
         log.info("ostransfer running on %s", device)
 
-    def stylize(self, content: ImageLike, style: ImageLike, *,
+    def stylize(self, content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
+                content_guide: ImageLike | None = None, style_guide: ImageLike | None = None,
                 progress: Callable[[Progress], None] | None = None,
                 checkpoint: str | os.PathLike | None = None, resume: bool = False,
                 **options: Any) -> Image.Image:
         """Stylise `content` with `style` (paths, PIL images or (H, W, 3) arrays) -> PIL image.
 
+        style: one image, or a list of them (mixed in proportion to ``style_weights``).
+        content_guide, style_guide: colour-coded region guides (both or neither; one style
+        image): each colour found in both pairs a content region with a style region.
         checkpoint: a folder to save the run's state in (after each scale and every few
         minutes); with resume=True the run continues from the state saved there (which
         must come from the same inputs and options). Raises ValueError on unusable inputs
         or options (before any work), Interrupted or RunFailed (holding the best image)."""
         opts = Options(**options).validated()
-        content_pil, style_pil = load_pil(content), load_pil(style)
-        preflight(content_pil.size, style_pil.size, opts, self.device)
+        content_pil = load_pil(content)
+        styles = [load_pil(s) for s in style_list(style)]
+        guides = load_guides(content_guide, style_guide, opts)
+        preflight(content_pil.size, [s.size for s in styles], opts, self.device, guides=guides)
         saver = state = None
         if checkpoint is not None:
-            identity = ckpt.identity(content_pil, style_pil, opts)
+            identity = ckpt.identity(content_pil, styles, opts, guides=_guide_images(guides))
             if resume:
                 state = ckpt.load(checkpoint, identity)
             saver = Checkpointer(checkpoint, identity)
         elif resume:
             raise ValueError("resume=True needs the checkpoint folder")
-        return to_pil(self.run(content_pil, style_pil, opts, progress, checkpoint=saver,
-                               resume=state))
+        return to_pil(self.run(content_pil, styles, opts, progress, guides=guides,
+                               checkpoint=saver, resume=state))
 
-    def run(self, content: Image.Image, style: Image.Image, opts: Options,
-            progress: Callable[[Progress], None] | None = None, *,
-            checkpoint: Checkpointer | None = None, resume: RunState | None = None) -> np.ndarray:
+    def run(self, content: Image.Image, style: Image.Image | Sequence[Image.Image],
+            opts: Options, progress: Callable[[Progress], None] | None = None, *,
+            guides: Guides | None = None, checkpoint: Checkpointer | None = None,
+            resume: RunState | None = None) -> np.ndarray:
         """The coarse-to-fine optimisation; returns (H, W, 3) float32 in [0, 1].
 
+        style: one PIL image or a list; guides: region guides (``load_guides``), or None.
         checkpoint: saves the state after each scale and (when due) at round boundaries;
         resume: a state to continue from. Raises Interrupted on KeyboardInterrupt or Stop,
         RunFailed on any other error during the optimisation, both holding the best image."""
         opts = opts.validated()
-        plan = plan_scales(content.size, style.size, opts)
+        styles = style_list(style)
+        check_inputs(content.size, [s.size for s in styles], opts, guides)
+        fractions = opts.style_fractions(len(styles))
+        plan = plan_scales(content.size, [s.size for s in styles], opts)
         state = resume or RunState(scales=len(plan))
         if state.scales != len(plan) or not 0 <= state.scale <= len(plan):
             raise ckpt.CheckpointError(f"the checkpoint has {state.scales} scales, this run "
@@ -367,7 +459,6 @@ class Stylizer:
             return np.asarray(state.result, dtype=np.float32)
         start = time.perf_counter()
         result = state.result
-        xp = self.engine.xp
 
         def saved() -> RunState | None:
             return checkpoint.saved if checkpoint is not None else None
@@ -395,11 +486,10 @@ class Stylizer:
 
             try:
                 content_arr = to_array(resize(content, scale.content_size))
-                style_arr = to_array(resize(style, scale.style_size))
-                style_cols = style_hypercolumns(self.engine, xp.asarray(style_arr), opts.preset,
-                                                opts.style_samples,
-                                                stream_rng(opts.seed, scale.index, 0))
-                target = losses.style_target(style_cols)
+                style_arrs = [to_array(resize(s, size))
+                              for s, size in zip(styles, scale.style_sizes)]
+                target, style_mean = self.style_side(content_arr, style_arrs, fractions, opts,
+                                                     scale, guides)
                 objective = Objective(self.engine, content_arr, target, opts.preset, scale.weight,
                                       opts.samples)
                 if continuing:
@@ -408,8 +498,8 @@ class Stylizer:
                                        dtype=np.float32)
                 else:
                     first_round = done = 0
-                    image = initial_image(content_arr, style_arr.reshape(-1, 3).mean(axis=0),
-                                          result, last, from_content=opts.init == "content")
+                    image = initial_image(content_arr, style_mean, result, last,
+                                          from_content=opts.init == "content")
                 log.debug("scale %d/%d: %d px, content weight %g, %d evaluations%s",
                           position + 1, len(plan), scale.side, scale.weight, scale.budget,
                           f" (continuing after {done})" if done else "")
@@ -425,6 +515,8 @@ class Stylizer:
                                      on_round=on_round)
                 result = to_numpy(result)
                 del objective
+                if last and opts.color_method is not None:
+                    result = preserve_colors(result, content_arr, opts.color_method)
             except (KeyboardInterrupt, Stop):
                 raise Interrupted(best[1], _side(best[1], scale), saved()) from None
             except NonFiniteError as exc:
@@ -446,6 +538,80 @@ class Stylizer:
                     raise Interrupted(result, scale.side, saved()) from None
         return result
 
+    def style_side(self, content: np.ndarray, styles: list[np.ndarray], fractions: list[float],
+                   opts: Options, scale: Scale, guides: Guides | None = None
+                   ) -> tuple[losses.StyleTarget | list[Region], np.ndarray]:
+        """The style side of a scale: (the style target, or a list of guided Regions; the
+        style's mean colour, (3,), or per pixel (H, W, 3) for a guided run, to start from).
+
+        Several styles: M_i = round(M w_i) hypercolumns from style i, one sample set. Guided:
+        one region per colour pair (style samples from inside the style region, output
+        samples from inside the content region), and the pixels of no region (or of a
+        region too small at this scale) against the whole style. All the draws come from
+        the scale's stream 0, in a fixed order."""
+        xp = self.engine.xp
+        rng = stream_rng(opts.seed, scale.index, 0)
+
+        def draw(mask: np.ndarray | None = None) -> Any:
+            if len(styles) == 1:
+                return style_hypercolumns(self.engine, xp.asarray(styles[0]), opts.preset,
+                                          opts.style_samples, rng, mask)
+            counts = style_counts(opts.style_samples, fractions)
+            return xp.concatenate([style_hypercolumns(self.engine, xp.asarray(s), opts.preset,
+                                                      m, rng) for s, m in zip(styles, counts)],
+                                  axis=0)
+
+        mean = sum(f * s.reshape(-1, 3).mean(axis=0) for f, s in zip(fractions, styles))
+        mean = np.asarray(mean, dtype=np.float32)
+        if guides is None:
+            return losses.style_target(draw()), mean
+        pairs, rest = guides.masks_at(scale.content_size, scale.style_sizes[0], MIN_REGION_PIXELS)
+        if not pairs:
+            log.debug("%d px scale: no guided region is large enough; unguided", scale.side)
+            return losses.style_target(draw()), mean
+        regions, start = [], np.broadcast_to(mean, content.shape).copy()
+        for _, content_mask, style_mask in pairs:
+            regions.append(Region(losses.style_target(draw(style_mask)), content_mask))
+            start[content_mask] = styles[0][style_mask].mean(axis=0)
+        if np.count_nonzero(rest) >= MIN_REGION_PIXELS:
+            regions.append(Region(losses.style_target(draw()), rest))
+        log.debug("%d px scale: %d guided regions%s", scale.side, len(pairs),
+                  " and the unguided rest" if len(regions) > len(pairs) else "")
+        return regions, start
+
+
+def style_list(style: Any) -> list:
+    """One style image or a list/tuple of them -> a list (an array is one image)."""
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise InputError("no style image given")
+    return styles
+
+
+def style_counts(samples: int, fractions: Sequence[float]) -> list[int]:
+    """How many of the M style samples each style image gives: round(M w_i), at least 1."""
+    return [max(1, round(samples * f)) for f in fractions]
+
+
+def load_guides(content_guide: ImageLike | None, style_guide: ImageLike | None,
+                opts: Options | None = None,
+                names: tuple[str, str] = ("content guide", "style guide")) -> Guides | None:
+    """Both guides (paths, PIL images or arrays) paired -> Guides; neither -> None.
+    InputError if only one is given, ImageError if one is unreadable, GuideError if their
+    colours do not pair up."""
+    if content_guide is None and style_guide is None:
+        return None
+    if content_guide is None or style_guide is None:
+        given, missing = names if style_guide is None else names[::-1]
+        raise InputError(f"a {given} needs a {missing} too")
+    images = load_pil(content_guide), load_pil(style_guide)
+    size = opts.size if opts is not None else Options.size
+    return Guides(*images, max_side=max(1024, size))
+
+
+def _guide_images(guides: Guides | None) -> tuple[Image.Image, Image.Image] | None:
+    return None if guides is None else (guides.content_image, guides.style_image)
+
 
 def _side(image: np.ndarray | None, scale: Scale) -> int:
     """The long side of the image an Unfinished run hands back (the previous scale's result
@@ -463,11 +629,17 @@ def _default_stylizer(device: str) -> Stylizer:
     return Stylizer(device=device)
 
 
-def stylize(content: ImageLike, style: ImageLike, *, device: str = "auto",
+def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
+            device: str = "auto", content_guide: ImageLike | None = None,
+            style_guide: ImageLike | None = None,
             progress: Callable[[Progress], None] | None = None, **options: Any) -> Image.Image:
     """Stylise once (the model stays loaded for later calls in the same process).
 
+    style: one image or a list of them; content_guide and style_guide: region guides.
     Options: size, preset ("paper" | "strotss"), content_weight, optimizer ("lbfgs" |
     "rmsprop"), evaluations (per scale), per_round, samples, style_samples, init
-    ("style" | "content"), seed. Returns a PIL RGB image."""
-    return _default_stylizer(device).stylize(content, style, progress=progress, **options)
+    ("style" | "content"), seed, style_weights (one per style image), preserve_color
+    (True, "luminance" or "statistics"). Returns a PIL RGB image."""
+    return _default_stylizer(device).stylize(content, style, content_guide=content_guide,
+                                             style_guide=style_guide, progress=progress,
+                                             **options)

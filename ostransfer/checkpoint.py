@@ -4,7 +4,9 @@ A checkpoint folder holds one file, ``checkpoint.npz``, replaced atomically (wri
 temporary file in the folder, flushed, renamed), so it is always a whole checkpoint. It
 records where the run is (scale, L-BFGS-B round, evaluations done), the arrays needed to
 go on (the last finished scale's image; mid-scale, the optimiser's state at a round
-boundary) and what made the run: a hash of each input image's pixels and the options. A
+boundary) and what made the run: a hash of each input image's pixels (the content, every
+style image, the region guides) and the options (style weights and colour preservation
+included). A
 run's random draws depend only on (seed, scale, round) (see ``api.stream_rng``), so a run
 resumed from a round boundary replays exactly what the uninterrupted run would have done.
 """
@@ -22,7 +24,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -66,9 +68,17 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def identity(content: Image.Image, style: Image.Image, options: Any) -> dict[str, Any]:
-    """What makes a run: the inputs' digests, every option (``api.Options``), the package
-    version."""
+# Options added after checkpoints were first written, with the value that means "as before":
+# an identity leaves them out at that value, so older checkpoints of the same run still match.
+LATER_OPTIONS = {"style_weights": None, "preserve_color": False}
+IMAGES = ("content", "style", "content_guide", "style_guide")
+
+
+def identity(content: Image.Image, style: Image.Image | Sequence[Image.Image], options: Any,
+             guides: tuple[Image.Image, Image.Image] | None = None) -> dict[str, Any]:
+    """What makes a run: the inputs' digests (the style: one digest, or a list with several
+    style images; the guides' when given), every option (``api.Options``; the style weights
+    normalised, colour preservation as its method), the package version."""
     from . import __version__
 
     def plain(value: Any) -> Any:  # JSON's types (NumPy integers, tuples of budgets)
@@ -86,24 +96,68 @@ def identity(content: Image.Image, style: Image.Image, options: Any) -> dict[str
     # the same run however it was spelled: explicit defaults, one budget or one per scale
     opts["evaluations"] = plain(options.budgets(len(scale_sides(options.size))))
     opts["content_weight"] = float(options.final_weight)
-    return {"content": image_digest(content), "style": image_digest(style), "options": opts,
-            "version": __version__}
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    # the same mix however it was written: 0.7,0.3 is 7,3; equal weights are no weights
+    fractions = options.style_fractions(len(styles))
+    opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
+    opts["preserve_color"] = options.color_method or False
+    for key, default in LATER_OPTIONS.items():
+        if opts.get(key, default) == default:
+            opts.pop(key, None)
+    out = {"content": image_digest(content),
+           "style": image_digest(styles[0]) if len(styles) == 1 else
+           [image_digest(s) for s in styles], "options": opts, "version": __version__}
+    if guides is not None:
+        out["content_guide"], out["style_guide"] = (image_digest(g) for g in guides)
+    return out
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
-    for name in ("content", "style"):
-        if saved.get(name) != current[name]:
-            out.append(f"a different {name} image")
+    for name in IMAGES:
+        before, now = saved.get(name), current.get(name)
+        if before == now:
+            continue
+        what = name.replace("_", " ")
+        if name == "style" and (isinstance(before, list) or isinstance(now, list)):
+            count = lambda v: len(v) if isinstance(v, list) else 1  # noqa: E731
+            out.append(f"{count(before)} style image{'s' if count(before) != 1 else ''} "
+                       f"(now {count(now)})"
+                       if count(before) != count(now) else "different style images")
+        elif before is None:
+            out.append(f"no {what}")
+        elif now is None:
+            out.append(f"a {what} (now none)")
+        else:
+            out.append(f"a different {what}" + (" image" if "guide" not in name else ""))
     saved_opts, opts = saved.get("options", {}), current["options"]
     for key in opts:
         if key in saved_opts and saved_opts[key] != opts[key]:
-            out.append(f"{key.replace('_', '-')} {saved_opts[key]} (now {opts[key]})")
+            show = _shown if key in LATER_OPTIONS else str
+            out.append(f"{key.replace('_', '-')} {show(saved_opts[key])} (now {show(opts[key])})")
         elif key not in saved_opts:
-            out.append(f"no {key.replace('_', '-')} option")
+            if key in LATER_OPTIONS:
+                out.append(f"{key.replace('_', '-')} {_shown(LATER_OPTIONS[key])} "
+                           f"(now {_shown(opts[key])})")
+            else:
+                out.append(f"no {key.replace('_', '-')} option")
+    for key in saved_opts:
+        if key not in opts and key in LATER_OPTIONS:
+            out.append(f"{key.replace('_', '-')} {_shown(saved_opts[key])} "
+                       f"(now {_shown(LATER_OPTIONS[key])})")
     if saved.get("version") != current["version"]:
         out.append(f"ostransfer {saved.get('version')} (now {current['version']})")
     return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if value is False:
+        return "off"
+    if isinstance(value, list):
+        return ",".join(f"{v:.3g}" for v in value)
+    return str(value)
 
 
 def path_in(folder: str | os.PathLike) -> Path:

@@ -26,7 +26,9 @@ from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeE
 
 from . import checkpoint as ckpt
 from .api import (DEFAULT_CONTENT_WEIGHT, Interrupted, Options, Progress, Scale,
-                  Stylizer, Unfinished, preflight)
+                  Stylizer, Unfinished, load_guides, preflight)
+from .color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
+from .guides import GuideError
 from .features import cuda_available
 from .images import SAVE_FORMATS, ImageError, SaveError, format_supported, load_pil, save
 from .models import ModelError
@@ -260,20 +262,48 @@ def check_number(value: float, what: str, minimum: float = 0.0) -> None:
         raise UsageError(f"{what} must be a number of at least {minimum:g}, got {value}")
 
 
-def run_stylize(stylizer_device: str, content: Path | str, style: Path | str, out: Path,
-                options: Options, quiet: bool, checkpoint: Path | None = None,
+def prepare_guides(content_guide: Path | None, style_guide: Path | None, options: Options):
+    """The region guides of --content-guide and --style-guide, paired (None without them);
+    one line naming the files and colours if they are unusable."""
+    if content_guide is None and style_guide is None:
+        return None
+    if content_guide is None or style_guide is None:
+        given, missing = (("--content-guide", "--style-guide") if style_guide is None
+                          else ("--style-guide", "--content-guide"))
+        raise UsageError(f"{given} needs {missing} too (a guide for each image)")
+    try:
+        return load_guides(content_guide, style_guide, options)
+    except GuideError as exc:
+        raise UsageError(f"{content_guide} and {style_guide}: {exc}") from None
+
+
+def run_stylize(stylizer_device: str, content: Path | str, style: Path | str | Sequence[Path | str],
+                out: Path, options: Options, quiet: bool, checkpoint: Path | None = None,
                 resume: Path | None = None, every_minutes: float = 3.0,
-                overwrite: bool = False) -> None:
+                overwrite: bool = False, content_guide: Path | None = None,
+                style_guide: Path | None = None) -> None:
     """Validate everything, then run and save; see the module's exit codes."""
-    content_img, style_img = load_pil(content), load_pil(style)
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    content_img = load_pil(content)
+    style_imgs = [load_pil(s) for s in styles]
     options = options.validated()
+    guides = prepare_guides(content_guide, style_guide, options)
+    if guides is not None and len(style_imgs) == 1:
+        try:
+            guides.check_shapes(content_img.size, style_imgs[0].size,
+                                (f"--content-guide {content_guide}", f"--style-guide {style_guide}"))
+        except GuideError as exc:
+            raise UsageError(str(exc)) from None
     device = resolve_device(stylizer_device)
-    plan = preflight(content_img.size, style_img.size, options, device, (str(content), str(style)))
+    plan = preflight(content_img.size, [s.size for s in style_imgs], options, device,
+                     [str(content), *map(str, styles)], guides=guides)
     check_number(every_minutes, "--checkpoint-every")
     folder = checkpoint or resume
     state = saver = None
     if folder is not None:
-        identity = ckpt.identity(content_img, style_img, options)
+        identity = ckpt.identity(content_img, style_imgs, options,
+                                 guides=None if guides is None else
+                                 (guides.content_image, guides.style_image))
         if resume is not None:
             state = ckpt.load(resume, identity)
             if state.scales != len(plan):
@@ -300,8 +330,8 @@ def run_stylize(stylizer_device: str, content: Path | str, style: Path | str, ou
 
             try:
                 with display.bar:
-                    result = stylizer.run(content_img, style_img, options, progress,
-                                          checkpoint=saver, resume=state)
+                    result = stylizer.run(content_img, style_imgs, options, progress,
+                                          guides=guides, checkpoint=saver, resume=state)
             except Unfinished as stop:
                 signals.shield = True
                 interrupted = isinstance(stop, Interrupted)
@@ -338,7 +368,8 @@ DEVICE_HELP = "auto: the GPU when onnxruntime-gpu, CuPy and a CUDA device are pr
 @app.command()
 def stylize(
     content: Path = typer.Argument(..., help="content image"),
-    style: Path = typer.Argument(..., help="style image"),
+    style: list[Path] = typer.Argument(..., metavar="STYLE...",
+                                       help="style image, or several to mix (see --style-weight)"),
     out: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, ...)"),
     size: int = typer.Option(512, help="long side of the output, px"),
     content_weight: Optional[float] = typer.Option(
@@ -353,6 +384,21 @@ def stylize(
     style_samples: int = typer.Option(Options.style_samples, help="style hypercolumns per scale (M)"),
     init: str = typer.Option("style", help="style: style mean colour + content detail; content: the content image"),
     seed: int = typer.Option(0, help="random seed (same seed, same output)"),
+    style_weight: Optional[str] = typer.Option(
+        None, metavar="W1,W2,...", help="with several style images: how much of each, "
+                                        "comma-separated (normalised; default equal)"),
+    content_guide: Optional[Path] = typer.Option(
+        None, metavar="IMAGE", help="region guide of the content: colour-coded regions, each "
+                                    "paired with the region of the same colour in --style-guide"),
+    style_guide: Optional[Path] = typer.Option(
+        None, metavar="IMAGE", help="region guide of the style image (needs --content-guide)"),
+    preserve_color: bool = typer.Option(
+        False, "--preserve-color", help="keep the content's colours (the result's luminance "
+                                        "with the content's chrominance)"),
+    color_method: Optional[str] = typer.Option(
+        None, help=f"with --preserve-color: {DEFAULT_COLOR_METHOD} (the default: the content's "
+                   f"chrominance at each pixel) or statistics (the content's colour mean and "
+                   f"covariance)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="replace an existing output file (and an "
                                                "unfinished checkpoint)"),
@@ -366,20 +412,35 @@ def stylize(
                                            help="checkpoint inside a scale this often"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
 ) -> None:
-    """Stylise CONTENT with STYLE and write the result to OUT.
+    """Stylise CONTENT with STYLE (one image, or several mixed) and write the result to OUT.
 
     Ctrl-C stops at the next evaluation and saves the best image so far as
     OUT.interrupted-<side>px (exit code 130)."""
     with clear_errors():
-        check_output(out, [content, style], overwrite)
+        guides = [g for g in (content_guide, style_guide) if g is not None]
+        check_output(out, [content, *style, *guides], overwrite)
         budgets = parse_ints(evaluations, "--evaluations")
+        weights = parse_floats(style_weight, "--style-weight") if style_weight is not None else None
+        if weights is not None and len(weights) != len(style):
+            raise UsageError(f"--style-weight has {len(weights)} value"
+                             f"{'s' if len(weights) != 1 else ''} for {len(style)} style "
+                             f"image{'s' if len(style) != 1 else ''}")
+        if color_method is not None and color_method not in COLOR_METHODS:
+            raise UsageError(f"unknown --color-method {color_method!r}; choose "
+                             f"{' or '.join(COLOR_METHODS)}")
+        if color_method is not None and not preserve_color:
+            raise UsageError("--color-method needs --preserve-color")
         options = Options(size=size, preset=preset, content_weight=content_weight,
                           optimizer=optimizer,
                           evaluations=budgets[0] if budgets and len(budgets) == 1 else budgets,
                           per_round=per_round, samples=samples, style_samples=style_samples,
-                          init=init, seed=seed)
+                          init=init, seed=seed,
+                          style_weights=tuple(weights) if weights is not None else None,
+                          preserve_color=(color_method or DEFAULT_COLOR_METHOD) if preserve_color
+                          else False)
         run_stylize(device, content, style, out, options, quiet, checkpoint=checkpoint,
-                    resume=resume, every_minutes=checkpoint_every, overwrite=overwrite)
+                    resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
+                    content_guide=content_guide, style_guide=style_guide)
 
 
 def sample_image(name: str) -> Path:

@@ -189,11 +189,84 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
         (tmp / "ck").mkdir()
         (tmp / "ck" / "checkpoint.npz").write_bytes(b"garbage")
         return ok + ["--resume", tmp / "ck"], f"{tmp}/ck/checkpoint.npz: unreadable checkpoint"
+    if case.startswith("guide:"):
+        return _guide_case(tmp, case[len("guide:"):].strip(), content, style, out)
     raise AssertionError(case)
 
 
-def _checkpoint(folder: Path, content: Path, style: Path, options: Options, finished: bool):
-    identity = ckpt.identity(load_pil(content), load_pil(style), options)
+def _two_colours(path: Path, size, left=(0, 160, 0), right=(255, 255, 0)) -> Path:
+    guide = Image.new("RGB", size, right)
+    guide.paste(left, (0, 0, size[0] // 2, size[1]))
+    guide.save(path)
+    return path
+
+
+def _guide_case(tmp: Path, case: str, content: Path, style: Path, out: Path) -> tuple[list, str]:
+    """Bad guides, style lists and colour options (issue 5)."""
+    cg, sg = _two_colours(tmp / "cg.png", (96, 64)), _two_colours(tmp / "sg.jpg", (64, 64))
+    ok = [content, style, "-o", out]
+    if case == "only a content guide":
+        return ok + ["--content-guide", cg], \
+            "--content-guide needs --style-guide too (a guide for each image)"
+    if case == "only a style guide":
+        return ok + ["--style-guide", sg], \
+            "--style-guide needs --content-guide too (a guide for each image)"
+    if case == "guides that do not pair":
+        _two_colours(sg, (64, 64), left=(0, 0, 255))
+        return ok + ["--content-guide", cg, "--style-guide", sg], (
+            f"{cg} and {sg}: guides do not pair up: content guide colours #00a000 have no match "
+            f"in the style guide; style guide colours #0")
+    if case == "missing guide":
+        return ok + ["--content-guide", tmp / "nope.png", "--style-guide", sg], \
+            f"{tmp}/nope.png: no such file"
+    if case == "guide not an image":
+        sg.write_text("not a picture")
+        return ok + ["--content-guide", cg, "--style-guide", sg], \
+            f"{sg}: not an image file Pillow can read"
+    if case == "guide of another shape":
+        _two_colours(cg, (64, 64))
+        return ok + ["--content-guide", cg, "--style-guide", sg], (
+            f"--content-guide {cg}: the guide is 64x64 px and the content image 96x64 px; a "
+            f"guide must have its image's aspect ratio")
+    if case == "guides with two styles":
+        return [content, style, style, "-o", out, "--content-guide", cg, "--style-guide", sg], \
+            "region guides work with one style image, got 2"
+    if case == "output is a guide":
+        return ok[:-1] + [cg, "--overwrite", "--content-guide", cg, "--style-guide", sg], \
+            f"{cg}: the output would overwrite an input image"
+    if case == "style weights for the wrong number of styles":
+        return ok + ["--style-weight", "0.7,0.3"], "--style-weight has 2 values for 1 style image"
+    if case == "negative style weight":
+        return [content, style, style, "-o", out, "--style-weight", "1,-1"], \
+            "--style-weight must be positive numbers, got -1.0"
+    if case == "style weight not a number":
+        return [content, style, style, "-o", out, "--style-weight", "a,b"], \
+            "--style-weight must be numbers separated by commas"
+    if case == "unknown colour method":
+        return ok + ["--preserve-color", "--color-method", "sepia"], \
+            "unknown --color-method 'sepia'; choose luminance or statistics"
+    if case == "colour method without --preserve-color":
+        return ok + ["--color-method", "statistics"], "--color-method needs --preserve-color"
+    if case == "a second style that is missing":
+        return [content, style, tmp / "gone.png", "-o", out], f"{tmp}/gone.png: no such file"
+    if case == "resume with another style mix":
+        _checkpoint(tmp / "ck", content, [style, style], Options(size=96, style_weights=(1, 3)),
+                    finished=False)
+        return [content, style, style, "-o", out, "--style-weight", "1,1", "--resume",
+                tmp / "ck"], (f"{tmp}/ck: the checkpoint is of another run, made with "
+                              f"style-weights 0.25,0.75 (now none)")
+    if case == "resume without the guides":
+        _checkpoint(tmp / "ck", content, style, Options(size=96), finished=False,
+                    guides=(load_pil(cg), load_pil(sg)))
+        return ok + ["--resume", tmp / "ck"], \
+            f"{tmp}/ck: the checkpoint is of another run, made with a content guide (now none)"
+    raise AssertionError(case)
+
+
+def _checkpoint(folder: Path, content: Path, style: Path | list[Path], options: Options,
+                finished: bool, guides=None):
+    styles = [load_pil(s) for s in style] if isinstance(style, list) else load_pil(style)
+    identity = ckpt.identity(load_pil(content), styles, options, guides=guides)
     image = np.zeros((64, 96, 3), np.float32)
     state = ckpt.RunState(1, 2, 4, image, {"x": image}, scales=2)
     if finished:
@@ -214,6 +287,14 @@ BAD_INPUTS = [
     "negative checkpoint interval", "checkpoint folder is a file",
     "checkpoint folder holds an unfinished run", "resume without a checkpoint",
     "resume another run's checkpoint", "resume with another content image", "damaged checkpoint",
+    *(f"guide: {case}" for case in (
+        "only a content guide", "only a style guide", "guides that do not pair", "missing guide",
+        "guide not an image", "guide of another shape", "guides with two styles",
+        "output is a guide", "style weights for the wrong number of styles",
+        "negative style weight", "style weight not a number", "unknown colour method",
+        "colour method without --preserve-color",
+        "a second style that is missing", "resume with another style mix",
+        "resume without the guides")),
 ]
 
 
