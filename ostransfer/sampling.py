@@ -49,12 +49,12 @@ def grid_locations(height: int, width: int, n: int, rng: np.random.Generator,
 
 def uniform_locations(height: int, width: int, m: int, rng: np.random.Generator,
                       mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """M pixels drawn uniformly (inside a boolean (H, W) mask if given), distinct while
-    there are enough of them."""
+    """M distinct pixels drawn uniformly (inside a boolean (H, W) mask if given); every
+    pixel when there are fewer than M (a repeated pixel adds nothing but cost)."""
     pool = np.arange(height * width) if mask is None else np.flatnonzero(mask)
     if pool.size == 0:
         raise ValueError("cannot sample an empty region")
-    flat = rng.choice(pool, size=m, replace=m > pool.size)
+    flat = rng.choice(pool, size=min(m, pool.size), replace=False)
     return flat // width, flat % width
 
 

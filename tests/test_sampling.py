@@ -27,9 +27,9 @@ def test_grid_locations_jitter_between_draws():
 
 
 def test_uniform_locations_shape_and_bounds(rng):
-    ys, xs = uniform_locations(30, 40, 5000, rng)  # more than the pixels: with replacement
-    assert ys.shape == xs.shape == (5000,)
-    assert ys.max() < 30 and xs.max() < 40
+    ys, xs = uniform_locations(30, 40, 5000, rng)  # more than the pixels: each pixel once
+    assert ys.shape == xs.shape == (1200,)
+    assert len(set(zip(ys.tolist(), xs.tolist()))) == 1200
     ys, xs = uniform_locations(100, 100, 500, rng)
     assert len(set(zip(ys.tolist(), xs.tolist()))) == 500
 
