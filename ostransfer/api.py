@@ -64,7 +64,7 @@ class Options:
     content_weight: float | None = None  # None: the preset's default
     optimizer: str = "lbfgs"
     evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
-    per_round: int = 40  # L-BFGS-B evaluations per sample set
+    per_round: int = 50  # L-BFGS-B evaluations per sample set (docs/defaults.md)
     samples: int = 1024  # N, output/content hypercolumns per sample set
     style_samples: int = 5000  # M, style hypercolumns per scale
     init: str = "style"  # "style": style mean + content detail; "content": the content image
@@ -138,10 +138,16 @@ class Options:
         return self.content_weight if self.content_weight is not None else DEFAULT_CONTENT_WEIGHT[self.preset]
 
     def budgets(self, scales: int) -> list[int]:
-        """Evaluations (L-BFGS-B) or steps (RMSprop) for each scale."""
+        """Evaluations (L-BFGS-B) or steps (RMSprop) for each of the last `scales` scales.
+
+        Defaults: RMSprop 200 steps per scale (the paper); L-BFGS-B fewer evaluations as the
+        scales get finer (150 at 64 px, 92 at 128, 57 at 256, 35 at 512, 21 at 1024), since
+        each finer scale starts from the coarser result and costs more (docs/defaults.md)."""
         if self.evaluations is None:
-            per_scale = 200 if self.optimizer == "rmsprop" else 100
-            return [per_scale] * scales
+            sides = scale_sides(self.size)[-scales:]
+            if self.optimizer == "rmsprop":
+                return [200] * len(sides)
+            return [max(20, round(150 * (64 / side) ** 0.7)) for side in sides]
         if isinstance(self.evaluations, (int, np.integer)):
             return [self.evaluations] * scales
         budgets = list(self.evaluations)

@@ -68,8 +68,8 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
         else:
             lbfgs(objective, start, args.evaluations, k, np.random.default_rng(1), record)
         curves[label] = points
-        print(f"  {name:16s} {label:20s} final {points[-1][1]:.5f}  ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        print(f"  {name:16s} {label:20s} final {points[-1][1]:.5f}  ({time.perf_counter() - t0:.0f} s)  "
+              + " ".join(f"{e}:{v:.5f}" for e, v in points), flush=True)
     return {"start": judge(start)[0], "curves": curves}
 
 
