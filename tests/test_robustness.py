@@ -226,7 +226,8 @@ def test_tiny_and_thin_images_are_planned_or_refused():
     plan = plan_scales((1000, 200), (300, 300), opts)
     assert [s.side for s in plan] == [128, 256, 512]
     assert [s.index for s in plan] == [1, 2, 3]
-    assert [s.weight for s in plan] == [4096.0, 2048.0, 1024.0]  # the full schedule's weights
+    final = opts.final_weight  # the full schedule's weights: 4, 2, 1 times the final one
+    assert [s.weight for s in plan] == [4 * final, 2 * final, final]
     assert all(min(s.content_size) >= MIN_SIDE for s in plan)
     # a thin style is enlarged where it would be too thin (it is only sampled)
     plan = plan_scales((300, 200), (1000, 100), opts)
