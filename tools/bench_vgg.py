@@ -1,27 +1,33 @@
 #!/usr/bin/env python3
 """Benchmark the VGG16 feature engine (ONNX Runtime) against torch on the CPU.
 
-For each image size (square, default 256 and 512 px) it times, in the same run:
+For each image size (square; default 256 and 512 px) it times, in the same run:
 
-- ``ort fwd``:       ``VGGFeatures.forward`` (the package's engine, as configured there);
+- ``ort fwd``:       ``VGGFeatures.forward``, the package's engine as configured there;
 - ``ort fwd+VJP``:   ``forward`` then ``backward`` with dense random upstream gradients for
                      the 11 feature layers (preallocated): one optimisation step's VGG work;
-- ``torch fwd``:     ``TorchVGG16`` forward under ``no_grad``;
-- ``torch fwd+VJP``: forward with grad on the input, then ``torch.autograd.grad`` w.r.t. the
-                     input only (weights frozen), with the same upstream gradients.
+- ``torch fwd``:     ``TorchVGG16`` (``ostransfer.torch_reference``) under ``no_grad``;
+- ``torch fwd+VJP``: a forward with grad on the input, then ``torch.autograd.grad`` w.r.t.
+                     the input only (weights frozen), with the same upstream gradients.
 
-Every configuration runs in its own subprocess (so its peak RSS, VmHWM, is its own): 2
-warm-up calls, then the median of ``--runs`` timed calls. While a call runs, the CPU time
-that other processes take (``/proc/stat`` busy + steal minus this process) is recorded;
-calls with more than ``--max-foreign`` cores of foreign load are discarded and repeated.
-The whole suite is repeated ``--repeats`` times, interleaved, and the median of the
-per-run medians is reported. Achieved GFLOP/s counts the 13 convolutions only
-(2*Cin*Cout*9*H*W each; the VJP's input-gradient convs have the same count), against two
-measured peaks: a large float32 numpy matmul and a large ONNX Runtime 3x3 conv.
+Every configuration lives in its own worker subprocess, so its peak RSS (VmHWM) is its
+own. The workers of one size start one after the other (set-up and 2 warm-up calls
+each), then take turns: one timed call of each worker per round, ``--runs`` rounds. On a
+shared machine this matters: other jobs, and neighbours on the host that no load figure
+shows, slow the configurations alike instead of whichever happened to run at the time.
+During each call the worker records the CPU time other processes took (``/proc/stat``
+busy + steal, minus its own); a call with more than ``--max-foreign`` cores of other load
+is discarded and run again. ``--repeats`` fresh sets of workers; the table gives the
+median over all kept calls, and the ORT/torch ratio is the median of the per-round ratios.
+
+Achieved GFLOP/s counts the 13 convolutions only (2*Cin*Cout*9*H*W each; the VJP's
+input-gradient convolutions have the same count, so fwd+VJP counts twice the forward),
+against two peaks measured in the same run: a large float32 numpy matmul and a large
+ONNX Runtime 3x3 convolution.
 
 Usage:
     python tools/bench_vgg.py                      # 256 and 512 px, all cores
-    python tools/bench_vgg.py --sizes 512 --repeats 3 --json bench.json
+    python tools/bench_vgg.py --sizes 512 --runs 7 --repeats 2 --json bench.json
     python tools/bench_vgg.py --no-torch           # ONNX Runtime only
 """
 
@@ -34,6 +40,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,7 +49,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
+from ostransfer.research import peak_rss  # noqa: E402
+
 CONFIGS = ("ort-fwd", "ort-vjp", "torch-fwd", "torch-vjp")
+PROBES = ("peak-matmul", "peak-conv")
 LABELS = {"ort-fwd": "ort fwd", "ort-vjp": "ort fwd+VJP", "torch-fwd": "torch fwd",
           "torch-vjp": "torch fwd+VJP", "peak-matmul": "numpy matmul", "peak-conv": "ort conv"}
 MATMUL_N = 4096  # peak probe: (n x n) @ (n x n) float32
@@ -51,7 +61,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------
-# FLOPs, host, load
+# FLOPs, host, load, memory
 
 
 def conv_flops(height: int, width: int) -> int:
@@ -67,16 +77,21 @@ def conv_flops(height: int, width: int) -> int:
     return total
 
 
+def step_flops(kind: str, size: int) -> int:
+    return conv_flops(size, size) * (2 if kind.endswith("vjp") else 1)
+
+
 def host_info() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0))}
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 info["cpu"] = value.strip()
+            elif key.strip() == "cpu MHz":
+                info["mhz"] = float(value)
             elif key.strip() == "flags":
                 flags = set(value.split())
                 info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
@@ -97,12 +112,9 @@ def versions(torch_too: bool) -> dict:
 
     out = {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
     if torch_too:
-        try:
-            import torch
+        import torch
 
-            out["torch"] = torch.__version__
-        except ImportError:
-            out["torch"] = None
+        out["torch"] = torch.__version__
     return out
 
 
@@ -132,27 +144,27 @@ class LoadMeter:
         self.t0, self.busy0, self.own0 = time.perf_counter(), self._system_busy(), self._own()
 
     def stop(self) -> tuple[float, float]:
-        """(wall seconds, foreign cores on average)."""
+        """(wall seconds, other processes' load in cores on average)."""
         wall = time.perf_counter() - self.t0
         foreign = (self._system_busy() - self.busy0) - (self._own() - self.own0)
         return wall, max(foreign, 0) / CLK_TCK / max(wall, 1e-9)
 
 
-def peak_rss() -> int:
-    """This process's peak resident set (VmHWM), in bytes."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def wait_for_quiet(max_foreign: float, timeout: float) -> float:
+    """Sample the machine's load (0.5 s windows) until other processes use at most
+    max_foreign cores or timeout seconds have passed; return the seconds waited."""
+    meter, t0 = LoadMeter(), time.perf_counter()
+    while True:
+        meter.start()
+        time.sleep(0.5)
+        _, load = meter.stop()
+        waited = time.perf_counter() - t0
+        if load <= max_foreign or waited >= timeout:
+            return waited
 
 
 # ---------------------------------------------------------------------------------------
-# Workloads (each runs inside its own child process)
+# Workloads (each built inside its own worker process)
 
 
 def _image(size: int):
@@ -224,7 +236,7 @@ def make_torch(kind: str, size: int, threads: int) -> Callable[[], object]:
 def make_peak_matmul(threads: int) -> tuple[Callable[[], object], int]:
     import numpy as np
 
-    try:  # numpy's BLAS: honour --threads when threadpoolctl is there (else env vars)
+    try:  # numpy's BLAS pool (the environment variables set by the parent work too)
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(threads)
@@ -264,117 +276,169 @@ def make_peak_conv(threads: int) -> tuple[Callable[[], object], int]:
     binding = session.io_binding()
     binding.bind_input("x", "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
     binding.bind_output("y", "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
+
     def step(keep=(x, y)):  # the binding points into x and y: keep them alive
         session.run_with_iobinding(binding)
 
     return step, 2 * cin * cout * 9 * h * w
 
 
-def time_step(step: Callable[[], object], runs: int, warmup: int, max_foreign: float,
-              max_attempts: int) -> dict:
-    """Warm up, then time `runs` calls; calls under more than max_foreign cores of other load
-    are discarded and repeated (at most max_attempts calls in all, then the quietest kept)."""
+def build(kind: str, size: int, threads: int) -> tuple[Callable[[], object], int]:
+    """(step, FLOPs per step) of a configuration or probe."""
+    if kind.startswith("ort-"):
+        return make_ort(kind, size, threads), step_flops(kind, size)
+    if kind.startswith("torch-"):
+        return make_torch(kind, size, threads), step_flops(kind, size)
+    if kind == "peak-matmul":
+        return make_peak_matmul(threads)
+    if kind == "peak-conv":
+        return make_peak_conv(threads)
+    raise ValueError(f"unknown configuration {kind!r}")
+
+
+def serve(step: Callable[[], object], warmup: int, info: dict) -> None:
+    """Worker side of the protocol: warm up, say READY, then time one call per "run" line
+    (answering TIME wall foreign) until "quit" (answering DONE with the peak RSS)."""
     for _ in range(warmup):
         step()
+    print("READY " + json.dumps(info), flush=True)
     meter = LoadMeter()
-    kept, dropped = [], []
-    while len(kept) < runs and len(kept) + len(dropped) < max(max_attempts, runs):
-        meter.start()
-        step()
-        wall, foreign = meter.stop()
-        (kept if foreign <= max_foreign else dropped).append((wall, foreign))
-    if len(kept) < runs:  # too noisy: fill up with the least disturbed discarded calls
-        dropped.sort(key=lambda r: r[1])
-        kept += dropped[:runs - len(kept)]
-        dropped = dropped[runs - len(kept):]
-    times = [t for t, _ in kept]
-    return {"times": times, "median_s": statistics.median(times),
-            "foreign": [round(f, 3) for _, f in kept], "discarded": len(dropped)}
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "run":
+            meter.start()
+            step()
+            wall, foreign = meter.stop()
+            print(f"TIME {wall:.6f} {foreign:.4f}", flush=True)
+        elif command == "quit":
+            break
+    print("DONE " + json.dumps({"peak_rss": peak_rss()}), flush=True)
 
 
-def child_main(args: argparse.Namespace) -> None:
-    kind, size, threads = args.child, args.size, args.threads
+def worker_main(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    flops = None
-    if kind.startswith("ort-"):
-        step = make_ort(kind, size, threads)
-    elif kind.startswith("torch-"):
-        step = make_torch(kind, size, threads)
-    elif kind == "peak-matmul":
-        step, flops = make_peak_matmul(threads)
-    elif kind == "peak-conv":
-        step, flops = make_peak_conv(threads)
-    else:
-        raise SystemExit(f"unknown child kind {kind}")
-    setup = time.perf_counter() - t0
-    result = time_step(step, args.runs, args.warmup, args.max_foreign,
-                       args.max_attempts or 3 * args.runs)
-    result.update(kind=kind, size=size, threads=threads, setup_s=round(setup, 3),
-                  peak_rss=peak_rss())
-    if flops is None:
-        flops = conv_flops(size, size) * (2 if kind.endswith("vjp") else 1)
-    result["flops"] = flops
-    result["gflops"] = flops / result["median_s"] / 1e9
-    print("RESULT " + json.dumps(result), flush=True)
+    step, flops = build(args.worker, args.size, args.threads)
+    serve(step, args.warmup, {"setup_s": time.perf_counter() - t0, "flops": flops})
 
 
 # ---------------------------------------------------------------------------------------
-# Parent: run the children, summarise
+# Parent: start the workers, take turns, summarise
 
 
-def wait_for_quiet(max_foreign: float, timeout: float) -> float:
-    """Sample the machine's load (0.5 s windows) until it is at most max_foreign cores or
-    timeout seconds have passed; return the seconds waited."""
-    meter, t0 = LoadMeter(), time.perf_counter()
-    while True:
-        meter.start()
-        time.sleep(0.5)
-        _, load = meter.stop()
-        waited = time.perf_counter() - t0
-        if load <= max_foreign or waited >= timeout:
-            return waited
+class Worker:
+    """A worker subprocess speaking the READY / run / TIME / quit / DONE protocol."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None):
+        self.name = name
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True, bufsize=1, env=env)
+        self.info = json.loads(self._expect("READY"))
+        self.times: list[float] = []
+        self.foreign: list[float] = []
+        self.discarded = 0
+
+    def _expect(self, tag: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1:]
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = "\n".join(self.stderr.read().strip().splitlines()[-15:])
+        raise RuntimeError(f"worker {self.name} failed (exit {self.proc.returncode}):\n{tail}")
+
+    def call(self) -> tuple[float, float]:
+        self.proc.stdin.write("run\n")
+        wall, foreign = self._expect("TIME").split()
+        return float(wall), float(foreign)
+
+    def timed_call(self, max_foreign: float, attempts: int) -> float:
+        """One kept call: repeat while other load exceeds max_foreign (at most `attempts`
+        calls; then the least disturbed one counts)."""
+        tries = []
+        for _ in range(max(attempts, 1)):
+            wall, foreign = self.call()
+            tries.append((foreign, wall))
+            if foreign <= max_foreign:
+                break
+        foreign, wall = min(tries)
+        self.discarded += len(tries) - 1
+        self.times.append(wall)
+        self.foreign.append(foreign)
+        return wall
+
+    def close(self) -> dict:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        done = json.loads(self._expect("DONE"))
+        self.proc.wait()
+        self.stderr.close()
+        return done
 
 
-def run_child(kind: str, size: int, args: argparse.Namespace) -> dict:
+def worker_env(threads: int) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(args.threads)  # BLAS pools of the peak probe and torch's OpenMP
-    cmd = [sys.executable, __file__, "--child", kind, "--size", str(size),
-           "--threads", str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup),
-           "--max-foreign", str(args.max_foreign), "--max-attempts", str(args.max_attempts)]
-    if args.quiet_wait > 0:
-        wait_for_quiet(args.max_foreign, args.quiet_wait)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"{kind} at {size} px failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1][len("RESULT "):])
+        env[var] = str(threads)  # BLAS pools of the matmul probe, torch's OpenMP pool
+    return env
 
 
-def summarise(results: list[dict]) -> dict:
-    """Several child results of one configuration -> one row."""
-    medians = [r["median_s"] for r in results]
-    median = statistics.median(medians)
-    foreign = [f for r in results for f in r["foreign"]]
-    return {
-        "kind": results[0]["kind"], "size": results[0]["size"], "median_s": median,
-        "min_s": min(t for r in results for t in r["times"]),
-        "spread": (max(medians) - min(medians)) / median if len(medians) > 1 else 0.0,
-        "peak_rss": statistics.median(r["peak_rss"] for r in results),
-        "peak_rss_max": max(r["peak_rss"] for r in results),
-        "gflops": results[0]["flops"] / median / 1e9, "flops": results[0]["flops"],
-        "foreign_mean": statistics.fmean(foreign) if foreign else 0.0,
-        "discarded": sum(r["discarded"] for r in results),
-        "runs": [r["median_s"] for r in results],
-    }
+def interleave(workers: list[Worker], runs: int, max_foreign: float, attempts: int,
+               quiet_wait: float, pause: float = 0.05) -> list[dict[str, float]]:
+    """`runs` rounds; in each, one kept call per worker (the order rotates by round).
+    Returns the time of every worker per round."""
+    rounds = []
+    for r in range(runs):
+        if quiet_wait > 0:
+            wait_for_quiet(max_foreign, quiet_wait)
+        order = workers[r % len(workers):] + workers[:r % len(workers)]
+        row = {}
+        for w in order:
+            time.sleep(pause)  # let the previous worker's pool threads settle
+            row[w.name] = w.timed_call(max_foreign, attempts)
+        rounds.append(row)
+    return rounds
+
+
+def run_set(kinds: list[tuple[str, int]], args: argparse.Namespace, log) -> tuple[list, dict]:
+    """Start one worker per (kind, size), one after the other, interleave their calls,
+    close them. Returns (per-round times, {(kind, size): worker summary})."""
+    workers = []
+    try:
+        for kind, size in kinds:
+            if args.quiet_wait > 0:
+                wait_for_quiet(args.max_foreign, args.quiet_wait)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+                   "--size", str(size), "--threads", str(args.threads),
+                   "--warmup", str(args.warmup)]
+            workers.append(Worker(f"{kind}@{size}", cmd, worker_env(args.threads)))
+        rounds = interleave(workers, args.runs, args.max_foreign, args.max_attempts,
+                            args.quiet_wait)
+    finally:
+        summaries = {}
+        for w, (kind, size) in zip(workers, kinds):
+            try:
+                done = w.close()
+            except Exception:  # noqa: BLE001 - a failed worker: report what there is
+                w.proc.kill()
+                continue
+            summaries[(kind, size)] = {"times": w.times, "foreign": w.foreign,
+                                       "discarded": w.discarded, "peak_rss": done["peak_rss"],
+                                       "setup_s": w.info["setup_s"], "flops": w.info["flops"]}
+            if w.times:
+                log(f"  {LABELS[kind]:>13} {size or '':>4}: median {statistics.median(w.times):.3f} s, "
+                    f"peak RSS {done['peak_rss'] / 1e9:.2f} GB, other load "
+                    f"{statistics.fmean(w.foreign):.2f} cores, {w.discarded} calls redone")
+    return rounds, summaries
 
 
 def fmt_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -390,32 +454,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-peak", action="store_true", help="skip the peak GFLOP/s probes")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="threads for ORT and torch (default: usable cores)")
-    parser.add_argument("--runs", type=int, default=5, help="timed calls per child (default 5)")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="timed rounds per set of workers (default 5)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="children per configuration, interleaved (default 2)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fresh sets of workers per size (default 1)")
     parser.add_argument("--max-foreign", type=float, default=0.25,
-                        help="discard and repeat a call when other processes used more than "
-                             "this many cores meanwhile (default 0.25)")
-    parser.add_argument("--max-attempts", type=int, default=0,
-                        help="calls per child at most (default 3 * runs)")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="before each child, wait up to this many seconds for the other "
-                             "load to drop under --max-foreign (default 60; 0: don't wait)")
+                        help="redo a call when other processes used more than this many "
+                             "cores meanwhile (default 0.25)")
+    parser.add_argument("--max-attempts", type=int, default=4,
+                        help="calls per kept call at most (default 4)")
+    parser.add_argument("--quiet-wait", type=float, default=30.0,
+                        help="before each round, wait up to this many seconds for other load "
+                             "to drop under --max-foreign (default 30; 0: don't wait)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child_main(args)
+    if args.worker:
+        worker_main(args)
         return
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
     configs = [c for c in args.configs if not (args.no_torch and c.startswith("torch"))]
     if any(c.startswith("torch") for c in configs):
         try:
             import torch  # noqa: F401
         except ImportError:
-            print("torch is not installed: skipping the torch reference", file=sys.stderr)
+            log("torch is not installed: skipping the torch reference")
             configs = [c for c in configs if not c.startswith("torch")]
     host = host_info()
     info = {"host": host, "versions": versions(any(c.startswith("torch") for c in configs)),
@@ -424,70 +492,87 @@ def main(argv: list[str] | None = None) -> None:
             "loadavg_start": loadavg()}
     print(f"host: {host['cpu']}, {host['cores']} cores ({host['usable_cores']} usable), "
           f"{host.get('mem_gb', '?')} GB, SIMD {'/'.join(host.get('simd', [])) or '?'}"
-          f"{', VM' if host.get('hypervisor') else ''}")
+          f"{', virtual machine' if host.get('hypervisor') else ''}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    print(f"threads {args.threads}; {args.warmup} warm-up + median of {args.runs} calls per "
-          f"child; {args.repeats} children per configuration; load average {info['loadavg_start']}",
+    print(f"threads {args.threads}; {args.warmup} warm-up calls per worker, {args.runs} "
+          f"interleaved rounds x {args.repeats} worker set(s); load average {info['loadavg_start']}",
           flush=True)
 
-    jobs = [("peak-matmul", 0), ("peak-conv", 0)] if not args.no_peak else []
-    jobs += [(c, s) for s in args.sizes for c in configs]
-    raw: dict[tuple[str, int], list[dict]] = {job: [] for job in jobs}
+    sets = ([[(p, 0) for p in PROBES]] if not args.no_peak else [])
+    sets += [[(c, s) for c in configs] for s in args.sizes]
+    rounds: dict[int, list] = {}
+    raw: dict[tuple[str, int], list[dict]] = {}
     for rep in range(args.repeats):
-        for kind, size in (jobs if rep % 2 == 0 else jobs[::-1]):
-            result = run_child(kind, size, args)
-            raw[(kind, size)].append(result)
-            print(f"  [{rep + 1}/{args.repeats}] {LABELS[kind]:>13} {size or '':>4}: "
-                  f"{result['median_s']:.3f} s, peak RSS {result['peak_rss'] / 1e9:.2f} GB, "
-                  f"foreign load {statistics.fmean(result['foreign']):.2f} cores"
-                  f"{', %d noisy calls redone' % result['discarded'] if result['discarded'] else ''}",
-                  file=sys.stderr, flush=True)
-    rows = {job: summarise(res) for job, res in raw.items()}
+        for kinds in sets:
+            log(f"[{rep + 1}/{args.repeats}] " + ", ".join(
+                f"{LABELS[k]}{f' {s}' if s else ''}" for k, s in kinds))
+            r, summaries = run_set(kinds, args, log)
+            rounds.setdefault(kinds[0][1], []).extend(r)
+            for key, summary in summaries.items():
+                raw.setdefault(key, []).append(summary)
     info["loadavg_end"] = loadavg()
 
-    peaks = {k: rows[(k, 0)] for k in ("peak-matmul", "peak-conv") if (k, 0) in rows}
+    rows = {}
+    for (kind, size), parts in raw.items():
+        times = [t for p in parts for t in p["times"]]
+        if not times:
+            continue
+        median = statistics.median(times)
+        rows[(kind, size)] = {
+            "kind": kind, "size": size, "label": LABELS[kind], "median_s": median,
+            "min_s": min(times), "max_s": max(times), "calls": len(times),
+            "peak_rss": max(p["peak_rss"] for p in parts),
+            "gflops": parts[0]["flops"] / median / 1e9, "flops": parts[0]["flops"],
+            "foreign_mean": statistics.fmean(f for p in parts for f in p["foreign"]),
+            "discarded": sum(p["discarded"] for p in parts),
+            "setup_s": statistics.median(p["setup_s"] for p in parts)}
+
+    peaks = {k: rows[(k, 0)] for k in PROBES if (k, 0) in rows}
     if peaks:
-        print("\nmeasured peak (float32):")
         cin, cout, h, w = CONV_PROBE
         desc = {"peak-matmul": f"{MATMUL_N}x{MATMUL_N} @ {MATMUL_N}x{MATMUL_N}",
                 "peak-conv": f"3x3 conv {cin}->{cout} ch at {h}x{w}"}
+        print("\nmeasured peak (float32)")
         print(fmt_table(["probe", "what", "median s", "GFLOP/s"],
                         [[LABELS[k], desc[k], f"{r['median_s']:.3f}", f"{r['gflops']:.1f}"]
                          for k, r in peaks.items()]))
 
-    headers = ["size", "config", "median s", "min s", "spread", "peak RSS GB", "GFLOP/s"]
-    headers += [f"% {LABELS[k]}" for k in peaks] + ["foreign", "redone"]
+    headers = ["size", "config", "median s", "min s", "max s", "peak RSS GB", "GFLOP/s"]
+    headers += [f"% {LABELS[k]}" for k in peaks] + ["other load", "redone"]
     table = []
-    for kind, size in jobs:
-        if not size:
+    for kind, size in [job for kinds in sets for job in kinds if job[1]]:
+        r = rows.get((kind, size))
+        if r is None:
             continue
-        r = rows[(kind, size)]
-        table.append([f"{size}", LABELS[kind], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
-                      f"{100 * r['spread']:.0f}%", f"{r['peak_rss'] / 1e9:.2f}",
-                      f"{r['gflops']:.1f}"]
+        table.append([str(size), LABELS[kind], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
+                      f"{r['max_s']:.3f}", f"{r['peak_rss'] / 1e9:.2f}", f"{r['gflops']:.1f}"]
                      + [f"{100 * r['gflops'] / p['gflops']:.0f}" for p in peaks.values()]
                      + [f"{r['foreign_mean']:.2f}", str(r["discarded"])])
-    print(f"\nVGG16 relu1_1..relu5_3 ({conv_flops(1, 1) / 1e6:.3f} MFLOP of conv per pixel "
-          "forward; fwd+VJP counts twice that)")
+    print(f"\nVGG16 relu1_1..relu5_3: {conv_flops(512, 512) / 1e9:.1f} GFLOP of convolution "
+          "per forward at 512 px (fwd+VJP: twice that)")
     print(fmt_table(headers, table))
 
     ratios = []
     for size in args.sizes:
-        for mode in ("fwd", "vjp"):
-            o, t = rows.get((f"ort-{mode}", size)), rows.get((f"torch-{mode}", size))
-            if o and t:
-                ratios.append([str(size), "fwd" if mode == "fwd" else "fwd+VJP",
-                               f"{o['median_s'] / t['median_s']:.2f}",
-                               f"{o['peak_rss'] / t['peak_rss']:.2f}"])
+        for mode, name in (("fwd", "fwd"), ("vjp", "fwd+VJP")):
+            o, t = f"ort-{mode}@{size}", f"torch-{mode}@{size}"
+            per_round = [r[o] / r[t] for r in rounds.get(size, []) if o in r and t in r]
+            if per_round:
+                ro, rt = rows[(f"ort-{mode}", size)], rows[(f"torch-{mode}", size)]
+                ratios.append([str(size), name, f"{statistics.median(per_round):.2f}",
+                               f"{min(per_round):.2f}-{max(per_round):.2f}",
+                               f"{ro['peak_rss'] / rt['peak_rss']:.2f}"])
     if ratios:
-        print("\nORT / torch")
-        print(fmt_table(["size", "step", "time ratio", "peak RSS ratio"], ratios))
-    print(f"\nload average at the end: {info['loadavg_end']} ('foreign': mean cores used by "
-          "other processes during the kept calls; 'spread': range of the per-child medians)")
+        print("\nORT / torch (time: median and range of the per-round ratios)")
+        print(fmt_table(["size", "step", "time ratio", "range", "peak RSS ratio"], ratios))
+    print(f"\nload average at the end: {info['loadavg_end']}. 'other load': mean cores used by "
+          "other processes during the kept calls; 'redone': calls discarded for other load.")
 
     if args.json:
-        info["results"] = [{**r, "label": LABELS[r["kind"]]} for r in rows.values()]
-        info["raw"] = [res for results in raw.values() for res in results]
+        info["results"] = list(rows.values())
+        info["rounds"] = {str(k): v for k, v in rounds.items()}
+        info["workers"] = [{"kind": k, "size": s, **p} for (k, s), parts in raw.items()
+                           for p in parts]
         args.json.write_text(json.dumps(info, indent=2) + "\n")
         print(f"wrote {args.json}")
 
