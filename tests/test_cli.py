@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -319,7 +320,9 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, no_model, 
     assert line.startswith(message), line
     assert tree(tmp_path) == before
     if case == "absurd size for the memory":
-        assert "16.0 GiB is available; the largest size that fits is " in line
+        # at most the 16 GiB cap the test sets (less when the machine has less free)
+        found = re.search(r"and ([0-9.]+) GiB is available; the largest size that fits is \d+ px", line)
+        assert found and float(found.group(1)) <= 16.0, line
 
 
 def test_sweep_refuses_bad_weights(tmp_path, no_model):
