@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Time one loss evaluation (value + gradient w.r.t. the hypercolumns) at the objective's size.
+
+The losses alone, without VGG: N output samples, M style samples, D hypercolumn channels
+(defaults N=1024, M=5000, D=2179, float32). In one process, round by round (each round times
+every item once, so that foreign load on a shared machine hits all items alike):
+
+- ours: ``losses.total_loss`` of each preset, and each term on its own;
+- the floor: the five large products of one evaluation (REMD's N x M cosine matrix, the
+  content self-similarity and its gradient, the output covariance and its gradient) run as
+  bare matmuls, and NumPy's float32 matmul rate (2048^3) measured in the same rounds;
+- torch (when installed): autograd of the same formulas (``compare.TorchLosses``, style
+  statistics and content self-similarity precomputed, like ours), float32, same threads.
+
+Prints medians over the rounds and the same-run ratios.
+
+    python tools/bench_losses.py --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+from ostransfer import losses
+from ostransfer.research import torch_available
+
+
+def features(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """Non-negative rows like post-ReLU hypercolumns, RGB columns in [0, 1]."""
+    a = np.abs(rng.standard_normal((n, d), dtype=np.float32))
+    a[:, :3] = rng.random((n, 3), dtype=np.float32)
+    return a
+
+
+def products(x: np.ndarray, style: losses.StyleTarget) -> Callable[[], None]:
+    """The evaluation's five large products as bare matmuls (their shapes and symmetry)."""
+    n = x.shape[0]
+    xs = x - x.mean(axis=0)
+    g_nn = np.ones((n, n), np.float32)
+    g_dd = np.sign(style.cov)
+
+    def run() -> None:
+        x @ style.unit.T  # REMD cosine matrix, 2NMD
+        x @ x.T  # content self-similarity (syrk), N^2 D
+        g_nn @ x  # content gradient, 2N^2 D
+        xs.T @ xs  # output covariance (syrk), D^2 N
+        xs @ g_dd  # covariance gradient, 2ND^2
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", "-n", type=int, default=1024)
+    parser.add_argument("--style-samples", "-m", type=int, default=5000)
+    parser.add_argument("--dim", "-d", type=int, default=2179)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    n, m, d = args.samples, args.style_samples, args.dim
+    rng = np.random.default_rng(0)
+    x, c, s = features(rng, n, d), features(rng, n, d), features(rng, m, d)
+    style, content = losses.style_target(s), losses.content_target(c)
+    weight = {"paper": 4096.0, "strotss": 2.0}
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    items: dict[str, Callable[[], object]] = {}
+    for preset in losses.PRESETS:
+        items[f"ours total ({preset})"] = (
+            lambda p=preset: losses.total_loss(x, content, style, p, weight[p]))
+    items["  remd"] = lambda: losses.remd_style_loss(x, style)
+    items["  moment"] = lambda: losses.moment_loss(x, style)
+    items["  content"] = lambda: losses.content_loss(x, content, "paper")
+    items["  palette"] = lambda: losses.palette_loss(x, style, "paper")
+    items["products alone (floor)"] = products(unit, style)
+    a = rng.standard_normal((2048, 2048), dtype=np.float32)
+    items["matmul 2048^3"] = lambda: a @ a
+
+    if torch_available() and not args.no_torch:
+        import torch
+
+        from ostransfer import torch_reference as tr
+        from ostransfer.compare import TorchLosses
+
+        torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+        for preset in losses.PRESETS:
+            theirs = TorchLosses(s, preset)
+            theirs.set_content(torch.from_numpy(c))
+
+            def torch_step(t=theirs, p=preset) -> None:
+                xt = torch.tensor(x, requires_grad=True)
+                loss = tr.combine(t.terms(xt), p, weight[p])
+                loss.backward()
+            items[f"torch total ({preset})"] = torch_step
+
+    times: dict[str, list[float]] = {name: [] for name in items}
+    for rnd in range(args.rounds + 1):
+        for name, step in items.items():
+            t0 = time.perf_counter()
+            step()
+            if rnd:  # round 0 warms up
+                times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+
+    flops = 2 * n * m * d + 3 * n * n * d + 3 * n * d * d
+    rate = 2 * 2048 ** 3 / med["matmul 2048^3"] / 1e9
+    print(f"N={n} M={m} D={d} float32, median of {args.rounds} rounds (items interleaved)")
+    for name, t in med.items():
+        print(f"  {name:26s} {t * 1e3:8.1f} ms")
+    print(f"numpy matmul rate {rate:.0f} GFLOP/s; the products ({flops / 1e9:.1f} GFLOP, "
+          f"syrk counted at half) would take {flops / rate / 1e9 * 1e3:.0f} ms at that rate, "
+          f"measured {med['products alone (floor)'] * 1e3:.0f} ms")
+    for preset in losses.PRESETS:
+        ours = med[f"ours total ({preset})"]
+        line = (f"{preset}: ours / products alone = {ours / med['products alone (floor)']:.2f}")
+        if f"torch total ({preset})" in med:
+            line += f"; ours / torch autograd = {ours / med[f'torch total ({preset})']:.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
