@@ -65,6 +65,7 @@ class Options:
     optimizer: str = "lbfgs"
     evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
     per_round: int = 50  # L-BFGS-B evaluations per sample set (docs/defaults.md)
+    pyramid_levels: int = 0  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = 1024  # N, output/content hypercolumns per sample set
     style_samples: int = 5000  # M, style hypercolumns per scale
     init: str = "style"  # "style": style mean + content detail; "content": the content image
@@ -79,7 +80,7 @@ class Options:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in ("style", "content"):
             raise ValueError(f"unknown init {self.init!r}; choose style or content")
-        for name in ("size", "per_round", "samples", "style_samples", "seed"):
+        for name in ("size", "per_round", "pyramid_levels", "samples", "style_samples", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name.replace('_', ' ')} must be an integer, got {value!r}")
@@ -87,6 +88,8 @@ class Options:
             raise ValueError(f"size must be between {MIN_SIDE} and {MAX_SIZE} px, got {self.size}")
         if self.seed < 0:
             raise ValueError(f"seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.pyramid_levels <= 12:
+            raise ValueError(f"pyramid levels must be between 0 and 12, got {self.pyramid_levels}")
         weight = self.content_weight
         if weight is not None and not (isinstance(weight, (int, float, np.number))
                                        and np.isfinite(weight) and weight > 0):
@@ -141,13 +144,13 @@ class Options:
         """Evaluations (L-BFGS-B) or steps (RMSprop) for each of the last `scales` scales.
 
         Defaults: RMSprop 200 steps per scale (the paper); L-BFGS-B fewer evaluations as the
-        scales get finer (150 at 64 px, 92 at 128, 57 at 256, 35 at 512, 21 at 1024), since
+        scales get finer (120 at 64 px, 74 at 128, 45 at 256, 28 at 512, 20 at 1024), since
         each finer scale starts from the coarser result and costs more (docs/defaults.md)."""
         if self.evaluations is None:
             sides = scale_sides(self.size)[-scales:]
             if self.optimizer == "rmsprop":
                 return [200] * len(sides)
-            return [max(20, round(150 * (64 / side) ** 0.7)) for side in sides]
+            return [max(20, round(120 * (64 / side) ** 0.7)) for side in sides]
         if isinstance(self.evaluations, (int, np.integer)):
             return [self.evaluations] * scales
         budgets = list(self.evaluations)
@@ -512,7 +515,8 @@ class Stylizer:
                 rounds = lambda r, i=scale.index: stream_rng(opts.seed, i, r + 1)  # noqa: E731
                 if opts.optimizer == "lbfgs":
                     result = lbfgs(objective, image, scale.budget, opts.per_round, rounds, report,
-                                   first_round=first_round, done=done, on_round=on_round)
+                                   levels=opts.pyramid_levels, first_round=first_round, done=done,
+                                   on_round=on_round)
                 else:
                     result = rmsprop(objective, image, scale.budget, rounds,
                                      lr=1e-3 if last else 2e-3, callback=report,
@@ -643,7 +647,7 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
 
     style: one image or a list of them; content_guide and style_guide: region guides.
     Options: size, preset ("paper" | "strotss"), content_weight, optimizer ("lbfgs" |
-    "rmsprop"), evaluations (per scale), per_round, samples, style_samples, init
+    "rmsprop"), evaluations (per scale), per_round, pyramid_levels, samples, style_samples, init
     ("style" | "content"), seed, style_weights (one per style image), preserve_color
     (True, "luminance" or "statistics"). Returns a PIL RGB image."""
     return _default_stylizer(device).stylize(content, style, content_guide=content_guide,

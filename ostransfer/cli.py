@@ -376,10 +376,13 @@ def stylize(
         None, help=f"content weight at the final scale (default: paper {DEFAULT_CONTENT_WEIGHT['paper']:g}, "
                    f"strotss {DEFAULT_CONTENT_WEIGHT['strotss']:g}); higher keeps more content"),
     preset: str = typer.Option("paper", help="paper (the paper's losses) or strotss (the official code's)"),
-    optimizer: str = typer.Option("lbfgs", help="lbfgs (L-BFGS-B on pixels) or rmsprop (the official code's)"),
+    optimizer: str = typer.Option("lbfgs", help="lbfgs (L-BFGS-B) or rmsprop (the official code's)"),
     evaluations: Optional[str] = typer.Option(
         None, help="function evaluations per scale: one number, or one per scale, comma-separated"),
     per_round: int = typer.Option(Options.per_round, help="L-BFGS-B evaluations per sample set"),
+    pyramid_levels: int = typer.Option(
+        Options.pyramid_levels, help="L-BFGS-B optimises a Laplacian pyramid of this many levels "
+                                     "(0: the pixels)"),
     samples: int = typer.Option(Options.samples, help="output hypercolumns per sample set (N)"),
     style_samples: int = typer.Option(Options.style_samples, help="style hypercolumns per scale (M)"),
     init: str = typer.Option("style", help="style: style mean colour + content detail; content: the content image"),
@@ -433,8 +436,8 @@ def stylize(
         options = Options(size=size, preset=preset, content_weight=content_weight,
                           optimizer=optimizer,
                           evaluations=budgets[0] if budgets and len(budgets) == 1 else budgets,
-                          per_round=per_round, samples=samples, style_samples=style_samples,
-                          init=init, seed=seed,
+                          per_round=per_round, pyramid_levels=pyramid_levels, samples=samples,
+                          style_samples=style_samples, init=init, seed=seed,
                           style_weights=tuple(weights) if weights is not None else None,
                           preserve_color=(color_method or DEFAULT_COLOR_METHOD) if preserve_color
                           else False)

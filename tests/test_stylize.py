@@ -41,12 +41,12 @@ def stylizer(model_dir):
     return ostransfer.Stylizer(device="cpu")
 
 
-@pytest.mark.parametrize("optimizer,budget", [("lbfgs", 12), ("rmsprop", 12)])
+@pytest.mark.parametrize("optimizer,levels", [("lbfgs", 5), ("lbfgs", 0), ("rmsprop", 5)])
 @pytest.mark.parametrize("preset", ["paper", "strotss"])
-def test_pipeline_lowers_the_loss_and_is_reproducible(stylizer, optimizer, budget, preset):
-    steps = []
+def test_pipeline_lowers_the_loss_and_is_reproducible(stylizer, optimizer, levels, preset):
+    steps, budget = [], 12
     options = dict(SMALL, preset=preset, optimizer=optimizer, evaluations=budget,
-                   per_round=budget, seed=3)
+                   per_round=budget, pyramid_levels=levels, seed=3)
     first = stylizer.stylize(CONTENT, STYLE, progress=steps.append, **options)
     assert isinstance(first, Image.Image) and first.mode == "RGB"
     assert max(first.size) == 96
@@ -85,7 +85,27 @@ def test_stylize_function_and_seed_changes_result(model_dir):
     (dict(evaluations=0), "at least 1"),
     (dict(evaluations=[10, 10, 10]), "3 evaluation budgets given for 2 scales"),
     (dict(size=8), "between 16"),
+    (dict(pyramid_levels=-1), "between 0 and 12"),
+    (dict(pyramid_levels=2.5), "must be an integer"),
 ])
 def test_invalid_options_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         Options(**{**SMALL, **bad}).validated()
+
+
+@pytest.mark.parametrize("levels", [1, 3, 5])
+def test_pyramid_variables_reconstruct_and_pull_back_the_gradient(rng, levels):
+    """L-BFGS-B on a pyramid: the start reconstructs the image; the gradient w.r.t. the
+    coefficients is the adjoint of the (clipped) reconstruction: a directional difference."""
+    from ostransfer.optimize import _PyramidCoefficients
+
+    space = _PyramidCoefficients((37, 45, 3), levels)
+    image = rng.random((37, 45, 3), dtype=np.float32)
+    assert np.abs(space.image(space.variables(image)) - image).max() < 1e-6
+    x = space.variables(0.25 + 0.5 * image)  # inside [0, 1]: no clipping nearby
+    grad = rng.standard_normal((37, 45, 3)).astype(np.float32)
+    step = 1e-3 * rng.standard_normal(x.size)
+    change = float(np.sum(grad.astype(np.float64) * (space.image(x + step) - space.image(x - step)))) / 2
+    assert space.gradient(grad, x) @ step == pytest.approx(change, rel=1e-3)
+    outside = space.variables(np.full((37, 45, 3), 1.5, np.float32))  # clipped everywhere
+    assert not space.gradient(grad, outside).any()

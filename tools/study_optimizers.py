@@ -51,9 +51,12 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
     start = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
 
     curves = {}
-    runs = [("rmsprop", None)] + [("lbfgs", k) for k in args.rounds]
-    for kind, k in runs:
-        label = "RMSprop (pyramid)" if kind == "rmsprop" else f"L-BFGS-B K={k}"
+    for run in args.runs:
+        kind = "rmsprop" if run == "rmsprop" else "lbfgs"
+        k, _, levels = ("0" if kind == "rmsprop" else run).partition("p")
+        k, levels = int(k), int(levels or 0)
+        label = ("RMSprop (pyramid)" if kind == "rmsprop" else f"L-BFGS-B K={k}"
+                 + (f" pyramid {levels}" if levels else ""))
         objective = Objective(engine, content, target, args.preset, weight, args.samples)
         points = []
 
@@ -66,7 +69,8 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
             rmsprop(objective, start, args.evaluations, np.random.default_rng(1), lr=2e-3,
                     callback=record)
         else:
-            lbfgs(objective, start, args.evaluations, k, np.random.default_rng(1), record)
+            lbfgs(objective, start, args.evaluations, k, np.random.default_rng(1), record,
+                  levels=levels)
         curves[label] = points
         print(f"  {name:16s} {label:20s} final {points[-1][1]:.5f}  ({time.perf_counter() - t0:.0f} s)  "
               + " ".join(f"{e}:{v:.5f}" for e, v in points), flush=True)
@@ -81,7 +85,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--evaluations", type=int, default=200)
-    parser.add_argument("--rounds", default="10,20,40,80", help="L-BFGS-B round lengths K")
+    parser.add_argument("--runs", default="rmsprop,25,50,50p5",
+                        help="rmsprop, or an L-BFGS-B round length K (evaluations per sample "
+                             "set); KpL: L-BFGS-B on a Laplacian pyramid of L levels. The first "
+                             "run is the reference of the table")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--samples", type=int, default=1024)
@@ -89,7 +96,7 @@ def main() -> None:
     parser.add_argument("--pairs", default=",".join(PAIRS))
     parser.add_argument("--out", type=Path, help="folder for study.json and study.png")
     args = parser.parse_args()
-    args.rounds = [int(k) for k in args.rounds.split(",")]
+    args.runs = args.runs.split(",")
     engine = VGGFeatures()
     results = {}
     for name in args.pairs.split(","):
