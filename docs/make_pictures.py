@@ -1,10 +1,13 @@
-"""Render the README's pictures of guided transfer, colour preservation and style mixing.
+"""Render the README's pictures: content/style pairs, guided transfer, colour preservation and
+style mixing.
 
-    python docs/make_pictures.py [--size 192] [--only guided,color,mix]
+    python docs/make_pictures.py [--size 192] [--only pairs,guided,color,mix]
 
-Writes docs/guided.png, docs/preserve_color.png, docs/style_mix.png and the guide images
-docs/guide_coffee.png and docs/guide_styles.png (plus the two-style image they guide, in a
-temporary folder). CPU minutes: a handful at the default size."""
+Writes docs/pairs.jpg (default options at --pairs-size), docs/guided.png,
+docs/preserve_color.png, docs/style_mix.png and the guide images docs/guide_coffee.png and
+docs/guide_styles.png (plus the two-style image they guide, in a temporary folder). CPU
+minutes: a handful per section. The content-weight sweeps are rendered by the CLI
+(`ostransfer sweep`, see docs/defaults.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import ostransfer
-from ostransfer.api import load_guides
+from ostransfer.api import DEFAULT_CONTENT_WEIGHT, load_guides
 from ostransfer.cli import sample_image
 from ostransfer.color import preserve_colors
 from ostransfer.grid import labelled_row
@@ -27,6 +30,9 @@ from ostransfer.images import load_pil, resize, to_array
 DOCS = Path(__file__).resolve().parent
 CAT, COFFEE = sample_image("content_chelsea.jpg"), sample_image("content_coffee.jpg")
 STARRY, WAVE = sample_image("style_starry_night.jpg"), sample_image("style_great_wave.jpg")
+INPUTS = DOCS / "inputs"  # README-only inputs, see inputs/SOURCES.md
+PAIRS = [(CAT, STARRY), (COFFEE, WAVE), (INPUTS / "content_astronaut.jpg", INPUTS / "style_kandinsky.jpg"),
+         (CAT, INPUTS / "style_scream.jpg")]
 TABLE, CUP = (40, 60, 200), (250, 200, 40)  # guide colours
 
 
@@ -58,7 +64,7 @@ def two_styles(height: int = 284) -> tuple[Image.Image, Image.Image]:
 
 def save(array: np.ndarray, name: str) -> None:
     path = DOCS / name
-    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(path, optimize=True)
+    Image.fromarray(np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)).save(path, optimize=True, quality=88)
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
@@ -86,13 +92,30 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--evaluations", default="60,60,80")
     parser.add_argument("--content-weight", type=float, default=4096.0)
-    parser.add_argument("--only", default="guided,color,mix")
+    parser.add_argument("--pairs-size", type=int, default=256)
+    parser.add_argument("--only", default="pairs,guided,color,mix")
     args = parser.parse_args()
     budgets = [int(v) for v in args.evaluations.split(",")]
     options = dict(size=args.size, evaluations=budgets if len(budgets) > 1 else budgets[0],
                    content_weight=args.content_weight)
     only = set(args.only.split(","))
     tile = 144  # figure row height, px (each figure under 300 KB)
+
+    if "pairs" in only:
+        rows = []
+        for content, style in PAIRS:
+            result = run(f"{Path(content).stem}-{Path(style).stem}", content, style,
+                         size=args.pairs_size, content_weight=DEFAULT_CONTENT_WEIGHT["paper"])
+            rows.append(labelled_row([to_array(load_pil(content)), to_array(load_pil(style)), result],
+                                     ["content", "style", f"{args.pairs_size} px, default options"],
+                                     height=tile + 48))
+        width = max(r.shape[1] for r in rows)
+        canvas = np.ones((sum(r.shape[0] + 6 for r in rows) - 6, width, 3), np.float32)
+        y = 0
+        for r in rows:
+            canvas[y:y + r.shape[0], :r.shape[1]] = r
+            y += r.shape[0] + 6
+        save(canvas, "pairs.jpg")
 
     if "guided" in only:
         guide = coffee_guide()

@@ -30,7 +30,7 @@ from .schedule import content_weights, initial_image, scale_sides
 log = logging.getLogger(__name__)
 
 # Final-scale content weight of each preset (see docs/defaults.md for the sweep behind them).
-DEFAULT_CONTENT_WEIGHT = {"paper": 4096.0, "strotss": 2.0}
+DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
 OPTIMIZERS = ("lbfgs", "rmsprop")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192
