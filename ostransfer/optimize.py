@@ -108,7 +108,8 @@ class _Pixels:
     def image(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(self.shape).astype(np.float32)  # a new host array each call
 
-    def gradient(self, grad: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def gradient(self, grad: np.ndarray) -> np.ndarray:
+        """dloss/dx from dloss/dimage of the last ``image(x)``."""
         return grad.astype(np.float64).ravel()
 
 
@@ -132,11 +133,13 @@ class _PyramidCoefficients:
         return np.concatenate([b.ravel() for b in bands]).astype(np.float64)
 
     def image(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(self.pyramid.reconstruct(self._bands(x)), 0.0, 1.0).astype(np.float32)
-
-    def gradient(self, grad: np.ndarray, x: np.ndarray) -> np.ndarray:
         raw = self.pyramid.reconstruct(self._bands(x))
-        grads = self.pyramid.gradient(grad * ((raw >= 0) & (raw <= 1)))
+        self._inside = (raw >= 0) & (raw <= 1)  # where the clip passes the gradient
+        return np.clip(raw, 0.0, 1.0).astype(np.float32)
+
+    def gradient(self, grad: np.ndarray) -> np.ndarray:
+        """dloss/dx from dloss/dimage of the last ``image(x)``."""
+        grads = self.pyramid.gradient(grad * self._inside)
         return np.concatenate([g.ravel() for g in grads]).astype(np.float64)
 
 
@@ -163,7 +166,7 @@ class _Counter:
             self.best = (value, image)
         if self.callback:
             self.callback(Step(self.count, self.budget, value, terms, image))
-        return value, self.space.gradient(grad, x)
+        return value, self.space.gradient(grad)
 
 
 def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_round: int,
