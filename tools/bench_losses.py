@@ -9,6 +9,8 @@ every item once, so that foreign load on a shared machine hits all items alike):
 - the floor: the five large products of one evaluation (REMD's N x M cosine matrix, the
   content self-similarity and its gradient, the output covariance and its gradient) run as
   bare matmuls, and NumPy's float32 matmul rate (2048^3) measured in the same rounds;
+- the REMD product (N x D by D x M) through ONNX Runtime's MatMul, the other path a product
+  could take here (same threads), against NumPy's;
 - torch (when installed): autograd of the same formulas (``compare.TorchLosses``, style
   statistics and content self-similarity precomputed, like ours), float32, same threads.
 
@@ -20,6 +22,7 @@ Prints medians over the rounds and the same-run ratios.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Callable
@@ -53,6 +56,24 @@ def products(x: np.ndarray, style: losses.StyleTarget) -> Callable[[], None]:
     return run
 
 
+def ort_matmul(n: int, d: int, m: int) -> Callable[[np.ndarray, np.ndarray], object]:
+    """A one-node ONNX Runtime MatMul session, (n, d) @ (d, m), on all usable cores."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, d]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [d, m])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, m])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return lambda a, b: session.run(None, {"a": a, "b": b})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", "-n", type=int, default=1024)
@@ -77,6 +98,10 @@ def main() -> None:
     items["  content"] = lambda: losses.content_loss(x, content, "paper")
     items["  palette"] = lambda: losses.palette_loss(x, style, "paper")
     items["products alone (floor)"] = products(unit, style)
+    style_t = np.ascontiguousarray(style.unit.T)
+    items["REMD product, numpy"] = lambda: unit @ style_t
+    run_ort = ort_matmul(n, d, m)
+    items["REMD product, ORT MatMul"] = lambda: run_ort(unit, style_t)
     a = rng.standard_normal((2048, 2048), dtype=np.float32)
     items["matmul 2048^3"] = lambda: a @ a
 
@@ -86,7 +111,7 @@ def main() -> None:
         from ostransfer import torch_reference as tr
         from ostransfer.compare import TorchLosses
 
-        torch.set_num_threads(len(__import__("os").sched_getaffinity(0)))
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
         for preset in losses.PRESETS:
             theirs = TorchLosses(s, preset)
             theirs.set_content(torch.from_numpy(c))
@@ -114,6 +139,9 @@ def main() -> None:
     print(f"numpy matmul rate {rate:.0f} GFLOP/s; the products ({flops / 1e9:.1f} GFLOP, "
           f"syrk counted at half) would take {flops / rate / 1e9 * 1e3:.0f} ms at that rate, "
           f"measured {med['products alone (floor)'] * 1e3:.0f} ms")
+    remd_flops = 2 * n * m * d / 1e9
+    print(f"REMD product: numpy {remd_flops / med['REMD product, numpy']:.0f} GFLOP/s, ONNX "
+          f"Runtime MatMul {remd_flops / med['REMD product, ORT MatMul']:.0f} GFLOP/s")
     for preset in losses.PRESETS:
         ours = med[f"ours total ({preset})"]
         line = (f"{preset}: ours / products alone = {ours / med['products alone (floor)']:.2f}")

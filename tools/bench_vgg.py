@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from ostransfer.research import peak_rss  # noqa: E402
+from ostransfer.research import host_info, peak_rss  # noqa: E402
 
 CONFIGS = ("ort-fwd", "ort-vjp", "torch-fwd", "torch-vjp")
 PROBES = ("peak-matmul", "peak-conv")
@@ -79,43 +78,6 @@ def conv_flops(height: int, width: int) -> int:
 
 def step_flops(kind: str, size: int) -> int:
     return conv_flops(size, size) * (2 if kind.endswith("vjp") else 1)
-
-
-def host_info() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0))}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                info["cpu"] = value.strip()
-            elif key.strip() == "cpu MHz":
-                info["mhz"] = float(value)
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                info["simd"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-                                if f in flags]
-                info["hypervisor"] = "hypervisor" in flags
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["mem_gb"] = round(int(line.split()[1]) * 1024 / 1e9, 1)
-    except OSError:
-        pass
-    return info
-
-
-def versions(torch_too: bool) -> dict:
-    import numpy
-    import onnxruntime
-
-    out = {"onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
-    if torch_too:
-        import torch
-
-        out["torch"] = torch.__version__
-    return out
 
 
 def loadavg() -> str:
@@ -485,15 +447,14 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             log("torch is not installed: skipping the torch reference")
             configs = [c for c in configs if not c.startswith("torch")]
-    host = host_info()
-    info = {"host": host, "versions": versions(any(c.startswith("torch") for c in configs)),
-            "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
+    host = host_info("cpu")
+    info = {"host": host, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
             "repeats": args.repeats, "max_foreign": args.max_foreign,
             "loadavg_start": loadavg()}
-    print(f"host: {host['cpu']}, {host['cores']} cores ({host['usable_cores']} usable), "
-          f"{host.get('mem_gb', '?')} GB, SIMD {'/'.join(host.get('simd', [])) or '?'}"
-          f"{', virtual machine' if host.get('hypervisor') else ''}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print(f"host: {host['cpu']}, {host['logical_cores']} cores ({host['usable_cores']} usable), "
+          f"{host.get('memory_gb', '?')} GB, SIMD {'/'.join(host.get('simd', [])) or '?'}"
+          f"{', virtual machine' if host.get('virtualised') else ''}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in host["versions"].items()))
     print(f"threads {args.threads}; {args.warmup} warm-up calls per worker, {args.runs} "
           f"interleaved rounds x {args.repeats} worker set(s); load average {info['loadavg_start']}",
           flush=True)
