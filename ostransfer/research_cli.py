@@ -207,7 +207,9 @@ def score(
     images: List[Path] = typer.Argument(..., help="one or more finished images to score"),
     size: int = typer.Option(512, help="long side the content (and each image) is scored at, px"),
     preset: str = typer.Option("paper", help="paper or strotss: the layers and loss terms"),
-    content_weight: Optional[float] = typer.Option(None, help="content weight of the total (default: the preset's)"),
+    content_weight: Optional[float] = typer.Option(
+        None, help="content weight of the total (default: the preset's; paper: times N / 1024, "
+                   "the balance of a default run)"),
     samples: int = typer.Option(4096, help="output/content locations of the yardstick (N)"),
     style_samples: int = typer.Option(20000, help="style hypercolumns of the yardstick (M)"),
     seed: int = typer.Option(0, help="seed of the yardstick's sample set"),

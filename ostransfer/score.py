@@ -7,7 +7,9 @@ style, size, preset, N, M and seed, the sample set is the same for every image, 
 of different implementations and settings can be ranked on the same numbers. Lower is
 better for every term; the unmodified content image has a content term of exactly 0.
 The `paper` preset's content term scales like 1/N (its |A^X - A^C| entries are of order
-1/N and it averages them over N^2), so compare scores only at the same N.
+1/N and it averages them over N^2), so compare scores only at the same N; its default
+content weight here is therefore the preset's times N / 1024, which weighs content in the
+total as an optimisation step (N = 1024) at the default weight does.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE
 
     Returns {"settings", "images": [{"image", "terms", "total", "ranks"}], "notes"}: terms
     unweighted (content l_c, moment l_m, remd l_r, palette l_p), total the preset's weighted
-    sum at the content weight (the preset's default unless given), ranks 1 = lowest."""
-    from .api import DEFAULT_CONTENT_WEIGHT
+    sum at the content weight, ranks 1 = lowest. The default content weight is the preset's,
+    for `paper` times N / 1024 (the balance of a default run, see the module docstring)."""
     from .features import cuda_available
     from .images import load_pil, resize, scaled_size, to_array
     from .network import hypercolumn_layers
@@ -54,7 +56,7 @@ def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE
         raise ValueError("samples and style samples must be at least 1")
     if not images:
         raise ValueError("give at least one image to score")
-    weight = float(content_weight) if content_weight is not None else DEFAULT_CONTENT_WEIGHT[preset]
+    weight = float(content_weight) if content_weight is not None else balanced_weight(preset, samples)
     if not weight > 0:
         raise ValueError(f"content weight must be positive, got {weight}")
     if device == "auto":
@@ -98,10 +100,13 @@ def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE
         rows.append({"image": name, "size": list(pil.size),
                      "terms": {k: float(terms[k]) for k in TERMS}, "total": float(value)})
     if preset == "paper":
+        balance = ("so the default content weight is the preset's times N / 1024, the balance of "
+                   "a default run" if content_weight is None else
+                   f"so content weighs {len(ys) / 1024:.3g} times less in this total than at "
+                   f"a = {weight:g} in an optimisation step (N = 1024)")
         notes.append(f"the paper preset's content term is a mean over N^2 entries of order 1/N, so "
                      f"it scales like 1/N: at N = {len(ys)} it is about {len(ys) / 1024:.3g} times "
-                     f"smaller than at an optimisation step's N = 1024, and weighs that much less "
-                     f"in the total")
+                     f"smaller than at an optimisation step's N = 1024; {balance}")
     for key in TERMS + ("total",):
         values = [row["total"] if key == "total" else row["terms"][key] for row in rows]
         order = np.argsort(values, kind="stable")
@@ -117,6 +122,15 @@ def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE
         "images": rows,
         "notes": notes,
     }
+
+
+def balanced_weight(preset: str, samples: int) -> float:
+    """The default content weight of a score at N = `samples`: the preset's, and for `paper`
+    (whose content term scales like 1/N) times N / 1024, the N of a default run."""
+    from .api import DEFAULT_CONTENT_WEIGHT, Options
+
+    weight = DEFAULT_CONTENT_WEIGHT[preset]
+    return weight * samples / Options.samples if preset == "paper" else weight
 
 
 @lru_cache(maxsize=1)

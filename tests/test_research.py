@@ -171,6 +171,21 @@ def test_score_ranks_stylised_and_content_images(stylised, preset):
         assert styled["ranks"][term] == 1
 
 
+def test_score_weighs_content_as_a_default_run(stylised):
+    """paper: the content term scales like 1/N, so the default weight scales with N."""
+    from ostransfer.api import DEFAULT_CONTENT_WEIGHT
+
+    common = ["score", CONTENT, STYLE, stylised, "--size", 32, "--style-samples", 1000, "--json", "-q"]
+    at_256 = json.loads(invoke(common + ["--samples", 256]).stdout)
+    at_512 = json.loads(invoke(common + ["--samples", 512]).stdout)
+    assert at_256["settings"]["content_weight"] == DEFAULT_CONTENT_WEIGHT["paper"] / 4
+    assert at_512["settings"]["content_weight"] == DEFAULT_CONTENT_WEIGHT["paper"] / 2
+    given = json.loads(invoke(common + ["--samples", 256, "--content-weight", 7]).stdout)
+    assert given["settings"]["content_weight"] == 7
+    strotss = json.loads(invoke(common + ["--samples", 256, "--preset", "strotss"]).stdout)
+    assert strotss["settings"]["content_weight"] == DEFAULT_CONTENT_WEIGHT["strotss"]
+
+
 def test_score_is_a_fixed_yardstick(stylised, capsys):
     from ostransfer.research_cli import print_score
 
