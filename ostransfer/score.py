@@ -102,8 +102,8 @@ def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE
     if preset == "paper":
         balance = ("so the default content weight is the preset's times N / 1024, the balance of "
                    "a default run" if content_weight is None else
-                   f"so content weighs {len(ys) / 1024:.3g} times less in this total than at "
-                   f"a = {weight:g} in an optimisation step (N = 1024)")
+                   f"so a = {weight:g} here weighs content as a = {weight * 1024 / len(ys):g} "
+                   f"does in an optimisation step (N = 1024)")
         notes.append(f"the paper preset's content term is a mean over N^2 entries of order 1/N, so "
                      f"it scales like 1/N: at N = {len(ys)} it is about {len(ys) / 1024:.3g} times "
                      f"smaller than at an optimisation step's N = 1024; {balance}")

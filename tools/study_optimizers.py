@@ -6,7 +6,8 @@ content detail), run RMSprop on a Laplacian pyramid (the official code's optimis
 sample set every step) and L-BFGS-B with several round lengths K, all for the same number
 of function evaluations. Every `--every` evaluations the current image is scored on one
 large fixed evaluation sample set (seeded; the same for every run), so all curves share a
-yardstick. Prints a table (and writes JSON and a PNG plot with --out).
+yardstick. Its content weight (and that of a run with more samples) is scaled so that it
+weighs content as the runs at --samples do (the paper preset's content term scales like 1/N). Prints a table (and writes JSON and a PNG plot with --out).
 
     python tools/study_optimizers.py --size 128 --evaluations 200 --out docs/optimizers
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -46,18 +48,19 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
     # the yardstick: a large fixed sample set and a larger style set
     judge_target = losses.style_target(
         style_hypercolumns(engine, style, args.preset, 2 * args.style_samples, np.random.default_rng(99)))
-    judge = Objective(engine, content, judge_target, args.preset, weight, samples=2 * args.samples)
+    judge = Objective(engine, content, judge_target, args.preset, balanced(weight, args, 2 * args.samples),
+                      samples=2 * args.samples)
     judge.resample(np.random.default_rng(98))
     start = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
 
     curves = {}
     for run in args.runs:
         kind = "rmsprop" if run == "rmsprop" else "lbfgs"
-        k, _, levels = ("0" if kind == "rmsprop" else run).partition("p")
-        k, levels = int(k), int(levels or 0)
+        k, levels, samples = parse_run("0" if kind == "rmsprop" else run, args.samples)
         label = ("RMSprop (pyramid)" if kind == "rmsprop" else f"L-BFGS-B K={k}"
-                 + (f" pyramid {levels}" if levels else ""))
-        objective = Objective(engine, content, target, args.preset, weight, args.samples)
+                 + (f" pyramid {levels}" if levels else "")
+                 + (f" N={samples}" if samples != args.samples else ""))
+        objective = Objective(engine, content, target, args.preset, balanced(weight, args, samples), samples)
         points = []
 
         def record(step: Step) -> None:
@@ -77,6 +80,21 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
     return {"start": judge(start)[0], "curves": curves}
 
 
+def balanced(weight: float, args, samples: int) -> float:
+    """The content weight that gives N = `samples` the balance `weight` has at --samples: the
+    paper preset's content term scales like 1/N (see ostransfer.score), strotss's does not."""
+    return weight * samples / args.samples if args.preset == "paper" else weight
+
+
+def parse_run(run: str, samples: int) -> tuple[int, int, int]:
+    """"K[pL][nN]" -> (K, pyramid levels L or 0, samples N or the default)."""
+    match = re.fullmatch(r"(\d+)(?:p(\d+))?(?:n(\d+))?", run)
+    if not match:
+        raise SystemExit(f"bad run {run!r}: expected rmsprop or K[pL][nN], e.g. 50, 50p5, 50n2048")
+    k, levels, n = match.groups()
+    return int(k), int(levels or 0), int(n or samples)
+
+
 def evaluations_to_reach(points, level):
     return next((e for e, v in points if v <= level), None)
 
@@ -87,8 +105,9 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=200)
     parser.add_argument("--runs", default="rmsprop,25,50,50p5",
                         help="rmsprop, or an L-BFGS-B round length K (evaluations per sample "
-                             "set); KpL: L-BFGS-B on a Laplacian pyramid of L levels. The first "
-                             "run is the reference of the table")
+                             "set); suffix pL: on a Laplacian pyramid of L levels; suffix nN: N "
+                             "samples per set instead of --samples. The first run is the "
+                             "reference of the table")
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--samples", type=int, default=1024)
