@@ -7,9 +7,10 @@ sample set every step) and L-BFGS-B with several round lengths K, all for the sa
 of function evaluations. Every `--every` evaluations the current image is scored on one
 large fixed evaluation sample set (seeded; the same for every run), so all curves share a
 yardstick. Its content weight (and that of a run with more samples) is scaled so that it
-weighs content as the runs at --samples do (the paper preset's content term scales like 1/N). Prints a table (and writes JSON and a PNG plot with --out).
+weighs content as the runs at --samples do (the paper preset's content term scales like
+1/N). Prints a table (and writes JSON and a PNG plot with --out).
 
-    python tools/study_optimizers.py --size 128 --evaluations 200 --out docs/optimizers
+    python tools/study_optimizers.py --size 64 --evaluations 200 --runs rmsprop,50,50p5,50n2048 --out DIR
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
             lbfgs(objective, start, args.evaluations, k, np.random.default_rng(1), record,
                   levels=levels)
         curves[label] = points
-        print(f"  {name:16s} {label:20s} final {points[-1][1]:.5f}  ({time.perf_counter() - t0:.0f} s)  "
-              + " ".join(f"{e}:{v:.5f}" for e, v in points), flush=True)
+        print(f"  {name:16s} {label:20s} final {points[-1][1]:.4g}  ({time.perf_counter() - t0:.0f} s)  "
+              + " ".join(f"{e}:{v:.4g}" for e, v in points), flush=True)
     return {"start": judge(start)[0], "curves": curves}
 
 
@@ -131,7 +132,7 @@ def main() -> None:
         for label in labels:
             pts = res["curves"][label]
             reach = evaluations_to_reach(pts, goal)
-            cells.append(f"{pts[-1][1]:.5f} @{reach if reach else '>' + str(args.evaluations):>4}")
+            cells.append(f"{pts[-1][1]:.4g} @{reach if reach else '>' + str(args.evaluations):>4}")
         print(f"{name:16s} " + " ".join(f"{c:>20s}" for c in cells))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
