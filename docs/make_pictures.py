@@ -20,12 +20,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import ostransfer
-from ostransfer.api import DEFAULT_CONTENT_WEIGHT, load_guides
-from ostransfer.cli import sample_image
-from ostransfer.color import preserve_colors
-from ostransfer.grid import labelled_row
-from ostransfer.guides import colour_map
-from ostransfer.images import load_pil, resize, to_array
+from ostransfer.files import sample_image
+from ostransfer.imaging.color import preserve_colors
+from ostransfer.imaging.grid import labelled_row
+from ostransfer.imaging.guides import colour_map
+from ostransfer.imaging.io import load_pil, resize, to_array
+from ostransfer.presets import DEFAULT_CONTENT_WEIGHT
+from ostransfer.run.job import load_guides
 
 DOCS = Path(__file__).resolve().parent
 CAT, COFFEE = sample_image("content_chelsea.jpg"), sample_image("content_coffee.jpg")

@@ -1,6 +1,7 @@
 """ostransfer: STROTSS style transfer without a deep-learning framework."""
 
-from .api import Options, Progress, Stylizer, stylize
+from ._version import __version__
+from .run.options import Options
+from .run.stylizer import Progress, Stylizer, stylize
 
-__all__ = ["Options", "Progress", "Stylizer", "stylize"]
-__version__ = "0.1.0"
+__all__ = ["Options", "Progress", "Stylizer", "__version__", "stylize"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ostransfer.models import ensure_models, fetch_weights
-from ostransfer.weights import load_vgg16_weights
+from ostransfer.nets.provision import ensure_models, fetch_weights
+from ostransfer.nets.weights import load_vgg16_weights
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +26,13 @@ def vgg_weights(weights_path):
 
 @pytest.fixture(scope="session")
 def engine(model_dir):
-    from ostransfer.features import VGGFeatures
+    from ostransfer.nets.engine import VGGFeatures
 
     return VGGFeatures(model_dir=model_dir)
 
 
 def _cuda_available() -> bool:
-    from ostransfer.features import cuda_available
+    from ostransfer.arrays import cuda_available
 
     return cuda_available()
 
@@ -44,7 +44,7 @@ def device_engine(request, model_dir, engine):
     """The engine on every available backend (the GPU cases skip without one)."""
     if request.param == "cpu":
         return engine
-    from ostransfer.features import VGGFeatures
+    from ostransfer.nets.engine import VGGFeatures
 
     return VGGFeatures(device="cuda", model_dir=model_dir)
 
@@ -52,7 +52,7 @@ def device_engine(request, model_dir, engine):
 @pytest.fixture(scope="session")
 def torch_vgg64(vgg_weights):
     torch = pytest.importorskip("torch")
-    from ostransfer.torch_reference import TorchVGG16
+    from ostransfer.research.torch_reference import TorchVGG16
 
     return TorchVGG16(vgg_weights, dtype=torch.float64)
 
@@ -60,7 +60,7 @@ def torch_vgg64(vgg_weights):
 @pytest.fixture(scope="session")
 def torch_vgg32(vgg_weights):
     torch = pytest.importorskip("torch")
-    from ostransfer.torch_reference import TorchVGG16
+    from ostransfer.research.torch_reference import TorchVGG16
 
     return TorchVGG16(vgg_weights, dtype=torch.float32)
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +21,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from ostransfer import checkpoint as ckpt
-from ostransfer import cli
-from ostransfer.api import Options
-from ostransfer.cli import app, sample_image
-from ostransfer.images import load_pil
+from ostransfer.cli import app
+from ostransfer.cli import common, progress, transfer
+from ostransfer.files import sample_image
+from ostransfer.imaging.io import load_pil
+from ostransfer.run import checkpoint as ckpt
+from ostransfer.run.options import Options
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")
@@ -304,7 +306,7 @@ def no_model(monkeypatch):
     """Validation must finish before the model is loaded."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
-    monkeypatch.setattr(cli, "Stylizer", refuse)
+    monkeypatch.setattr(transfer, "Stylizer", refuse)
     monkeypatch.setenv("OSTRANSFER_MAX_MEMORY", "16G")  # the same refusals on any machine
 
 
@@ -346,10 +348,10 @@ def test_decompression_bombs_are_refused(tmp_path, no_model, monkeypatch):
 
 def test_first_signal_stops_at_the_next_evaluation_a_second_at_once():
     handler = signal.getsignal(signal.SIGINT)
-    with cli.StopSignals() as signals:
+    with common.StopSignals() as signals:
         signals.check()  # nothing received: carry on
         os.kill(os.getpid(), signal.SIGINT)  # e.g. while ONNX Runtime runs: only noted
-        with pytest.raises(cli.Stop):
+        with pytest.raises(common.Stop):
             signals.check()
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
@@ -361,7 +363,7 @@ def test_first_signal_stops_at_the_next_evaluation_a_second_at_once():
 def test_ctrl_c_before_the_run_writes_nothing(tmp_path, monkeypatch):
     def loading(device):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "Stylizer", loading)
+    monkeypatch.setattr(transfer, "Stylizer", loading)
     result = invoke("stylize", CONTENT, STYLE, "-o", tmp_path / "out.png", "--size", "40")
     assert result.exit_code == 130
     assert one_error_line(result) == "interrupted; nothing was written"
@@ -372,7 +374,7 @@ def test_ctrl_c_before_the_run_writes_nothing(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def loaded(model_dir):
-    from ostransfer.api import Stylizer
+    from ostransfer.run.stylizer import Stylizer
 
     return Stylizer(device="cpu")
 
@@ -380,7 +382,7 @@ def loaded(model_dir):
 @pytest.fixture
 def model(loaded, monkeypatch):
     """The CLI loads the model once per process; these in-process runs share one."""
-    monkeypatch.setattr(cli, "Stylizer", lambda device: loaded)
+    monkeypatch.setattr(transfer, "Stylizer", lambda device: loaded)
 
 def test_same_seed_same_bytes_and_overwrite_only_when_asked(tmp_path, model_dir, model):
     args = [CONTENT, STYLE, "--size", "40", "--evaluations", "2", *FAST]
@@ -399,13 +401,13 @@ def test_same_seed_same_bytes_and_overwrite_only_when_asked(tmp_path, model_dir,
 
 def _send_at(monkeypatch, evaluation: int, signum: int):
     """Send `signum` to this process when the display shows `evaluation`."""
-    shown = cli.ProgressDisplay.__call__
+    shown = progress.ProgressDisplay.__call__
 
     def display(self, p):
         shown(self, p)
         if p.evaluation == evaluation:
             os.kill(os.getpid(), signum)
-    monkeypatch.setattr(cli.ProgressDisplay, "__call__", display)
+    monkeypatch.setattr(progress.ProgressDisplay, "__call__", display)
 
 
 def test_sigterm_stops_at_the_next_evaluation_and_saves_the_best_image(tmp_path, model,
@@ -425,7 +427,7 @@ def test_sigterm_stops_at_the_next_evaluation_and_saves_the_best_image(tmp_path,
 
 def test_a_non_finite_loss_names_the_term_and_keeps_the_last_good_image(tmp_path, model,
                                                                         monkeypatch):
-    from ostransfer import objective
+    from ostransfer.method import objective
 
     real, calls = objective.losses.total_loss, []
 
@@ -454,7 +456,7 @@ def test_a_full_disk_at_the_end_leaves_no_partial_file_and_rescues_the_result(
     out_dir, rescue_dir = tmp_path / "full", tmp_path / "tmp"
     out_dir.mkdir()
     rescue_dir.mkdir()
-    monkeypatch.setattr(cli.tempfile, "tempdir", str(rescue_dir))
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_dir))
     real_save = Image.Image.save
 
     def save(self, fp, *args, **kwargs):

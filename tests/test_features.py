@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ostransfer.network import FEATURE_LAYERS, LAYERS
-from ostransfer.optimize import to_numpy
+from ostransfer.arrays import to_numpy
+from ostransfer.nets.vgg16 import FEATURE_LAYERS, LAYERS
 
 SIZES = [(64, 64), (128, 96), (37, 45)]
 

@@ -14,16 +14,19 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from ostransfer import checkpoint as ckpt
-from ostransfer import cli
-from ostransfer.api import (InputError, Interrupted, Options, Stylizer, load_guides, plan_scales,
-                            style_counts)
-from ostransfer.cli import app, sample_image
-from ostransfer.color import keep_luminance, match_statistics, preserve_colors, rgb_to_ycbcr
-from ostransfer.guides import GuideError, Guides, pair_guides
-from ostransfer.images import load_pil, resize, to_array
-from ostransfer.objective import Objective
-from ostransfer.optimize import Stop
+from ostransfer.cli import app, transfer
+from ostransfer.files import sample_image
+from ostransfer.imaging.color import keep_luminance, match_statistics, preserve_colors, rgb_to_ycbcr
+from ostransfer.imaging.guides import GuideError, Guides, pair_guides
+from ostransfer.imaging.io import load_pil, resize, to_array
+from ostransfer.method.objective import Objective
+from ostransfer.method.optimizer import Stop
+from ostransfer.run import checkpoint as ckpt
+from ostransfer.run.job import load_guides
+from ostransfer.run.options import InputError, Options
+from ostransfer.run.plan import plan_scales
+from ostransfer.run.style_side import style_counts, style_side
+from ostransfer.run.stylizer import Interrupted, Stylizer, stream_rng
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")
@@ -215,7 +218,9 @@ def test_the_guided_loss_wants_each_region_in_its_paired_style(stylizer):
     right[:, :48], right[:, 48:] = BLUE, RED  # what the guides ask for
     right = np.clip(right + (content - 0.5) * 0.5, 0, 1).astype(np.float32)
     swapped = np.concatenate([right[:, 48:], right[:, :48]], axis=1)
-    target, start = stylizer.style_side(content, [style], [1.0], opts, scale, guides)
+    target, start = style_side(stylizer.engine, content, [style], [1.0], opts.preset,
+                               opts.style_samples, stream_rng(opts.seed, scale.index, 0), guides,
+                               scale.style_size)
     assert [r.mask.sum() for r in target] == [48 * 64, 48 * 64]  # two regions, no rest
     # the run starts each region from its paired style region's mean colour
     assert np.allclose(start[:, :48].mean(axis=(0, 1)), BLUE, atol=0.03)
@@ -274,7 +279,7 @@ def invoke(*args):
 
 @pytest.fixture
 def model(stylizer, monkeypatch):
-    monkeypatch.setattr(cli, "Stylizer", lambda device: stylizer)
+    monkeypatch.setattr(transfer, "Stylizer", lambda device: stylizer)
 
 
 def _chroma(image: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from ostransfer import losses as L
+from ostransfer.method import losses as L
 
 PRESETS = ("paper", "strotss")
 N, M, D = 7, 9, 12

@@ -10,8 +10,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from ostransfer import export, models
-from ostransfer.weights import WeightsError, load_vgg16_weights
+from ostransfer.nets import provision as models
+from ostransfer.nets import vgg16_graphs as export
+from ostransfer.nets.weights import WeightsError, load_vgg16_weights
 
 MANIFEST = Path(__file__).resolve().parent.parent / "models" / "manifest.json"
 
@@ -46,7 +47,7 @@ def test_unpickler_refuses_anything_but_numpy(tmp_path, monkeypatch):
 
     path = tmp_path / "evil.ckpt"
     path.write_bytes(pickle.dumps({"VGG16_0": Evil()}))
-    monkeypatch.setattr("ostransfer.weights.WEIGHTS_SHA256",
+    monkeypatch.setattr("ostransfer.nets.weights.VGG16_SHA256",
                         __import__("hashlib").sha256(path.read_bytes()).hexdigest())
     with pytest.raises(WeightsError, match="refusing to load builtins.print"):
         load_vgg16_weights(path)

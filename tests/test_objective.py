@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ostransfer import losses
-from ostransfer.objective import Objective, style_hypercolumns
-from ostransfer.sampling import grid_locations
+from ostransfer.method import losses
+from ostransfer.method.objective import Objective, style_hypercolumns
+from ostransfer.method.sampling import grid_locations
 
 H, W = 48, 64
 
@@ -33,8 +33,8 @@ def _objective(engine, preset, weight, rng, samples=256):
 @pytest.mark.parametrize("preset,weight", [("paper", 1024.0), ("paper", 3.0), ("strotss", 2.0),
                                            ("strotss", 0.5)])
 def test_objective_matches_torch_autograd(device_engine, torch_vgg64, preset, weight, rng):
-    from ostransfer import torch_reference as tr
-    from ostransfer.optimize import to_numpy
+    from ostransfer.research import torch_reference as tr
+    from ostransfer.arrays import to_numpy
 
     objective, content, style_columns, image, ys, xs = _objective(device_engine, preset, weight, rng)
     style_columns = to_numpy(style_columns)
@@ -76,7 +76,7 @@ def test_objective_directional_finite_difference(engine, preset):
 
 
 def test_guided_objective_is_the_mean_of_its_regions(engine, rng):
-    from ostransfer.objective import Region
+    from ostransfer.method.objective import Region
 
     content, style, image = _images(rng)
     left = np.zeros((H, W), bool)

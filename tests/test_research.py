@@ -13,8 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 import ostransfer
-from ostransfer.cli import app, sample_image
-from ostransfer.research import _line_chart_pillow, conv_flops, line_chart, loss_flops
+from ostransfer.cli import app
+from ostransfer.files import sample_image
+from ostransfer.research.charts import _line_chart_pillow, line_chart
+from ostransfer.nets.vgg16 import conv_flops
+from ostransfer.research.measure import loss_flops
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")
@@ -28,8 +31,9 @@ def invoke(args: list[str]):
 
 
 def test_research_modules_do_not_import_torch():
-    code = ("import sys, ostransfer, ostransfer.cli, ostransfer.research, ostransfer.score, "
-            "ostransfer.bench; assert 'torch' not in sys.modules, 'torch was imported'")
+    code = ("import sys, ostransfer, ostransfer.cli, ostransfer.research.measure, "
+            "ostransfer.research.score, ostransfer.research.bench, ostransfer.cli.research; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -70,10 +74,10 @@ def one_torch_thread():
 
 def test_torch_objective_matches_the_reference(engine, torch_vgg64, one_torch_thread):
     """compare's hoisted-constants torch objective equals torch_reference.objective."""
-    from ostransfer import torch_reference as tr
-    from ostransfer.compare import TorchObjective
-    from ostransfer.objective import style_hypercolumns
-    from ostransfer.sampling import grid_locations
+    from ostransfer.research import torch_reference as tr
+    from ostransfer.method.objective import style_hypercolumns
+    from ostransfer.method.sampling import grid_locations
+    from ostransfer.research.torch_objective import TorchObjective
 
     rng = np.random.default_rng(4)
     content = rng.random((24, 32, 3))
@@ -96,7 +100,7 @@ def test_torch_objective_matches_the_reference(engine, torch_vgg64, one_torch_th
 @pytest.mark.parametrize("preset", ["paper", "strotss"])
 def test_compare_reports_agreement_with_torch(tmp_path, preset, capsys):
     pytest.importorskip("torch")
-    from ostransfer.research_cli import print_compare
+    from ostransfer.cli.research import print_compare
 
     plot = tmp_path / "curves.png"
     result = invoke(["compare", CONTENT, STYLE, "--size", 40, "--preset", preset,
@@ -132,9 +136,9 @@ def test_compare_reports_agreement_with_torch(tmp_path, preset, capsys):
 
 
 def test_compare_without_torch_says_how_to_get_it(monkeypatch):
-    import ostransfer.research
+    import ostransfer.research.host
 
-    monkeypatch.setattr(ostransfer.research, "torch_available", lambda: False)
+    monkeypatch.setattr(ostransfer.research.host, "torch_available", lambda: False)
     result = runner.invoke(app, ["compare", str(CONTENT), str(STYLE)])
     assert result.exit_code == 2
     assert "ostransfer[compare]" in result.output
@@ -173,7 +177,7 @@ def test_score_ranks_stylised_and_content_images(stylised, preset):
 
 def test_score_weighs_content_as_a_default_run(stylised):
     """paper: the content term scales like 1/N, so the default weight scales with N."""
-    from ostransfer.api import DEFAULT_CONTENT_WEIGHT
+    from ostransfer.presets import DEFAULT_CONTENT_WEIGHT
 
     common = ["score", CONTENT, STYLE, stylised, "--size", 32, "--style-samples", 1000, "--json", "-q"]
     at_256 = json.loads(invoke(common + ["--samples", 256]).stdout)
@@ -187,7 +191,7 @@ def test_score_weighs_content_as_a_default_run(stylised):
 
 
 def test_score_is_a_fixed_yardstick(stylised, capsys):
-    from ostransfer.research_cli import print_score
+    from ostransfer.cli.research import print_score
 
     args = ["score", CONTENT, STYLE, stylised, "--size", 32, "--samples", 256,
             "--style-samples", 1000, "--json", "-q"]

@@ -17,12 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ostransfer import checkpoint as ckpt
-from ostransfer.api import (MIN_SIDE, InputError, Interrupted, Options, Stylizer, available_memory,
-                            estimate_memory, largest_size, plan_scales, preflight, stream_rng, to_pil)
-from ostransfer.cli import sample_image
-from ostransfer.images import ImageError, SaveError, load_pil, save
-from ostransfer.optimize import NonFiniteError, Stop, lbfgs, rmsprop
+from ostransfer.files import sample_image
+from ostransfer.imaging.io import ImageError, SaveError, load_pil, save, to_pil
+from ostransfer.method.lbfgs import lbfgs
+from ostransfer.method.optimizer import NonFiniteError, Stop
+from ostransfer.method.rmsprop import rmsprop
+from ostransfer.run import checkpoint as ckpt
+from ostransfer.run.options import MIN_SIDE, InputError, Options
+from ostransfer.run.plan import available_memory, estimate_memory, largest_size, plan_scales, preflight
+from ostransfer.run.stylizer import Interrupted, Stylizer, stream_rng
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")

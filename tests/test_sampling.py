@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ostransfer.network import hypercolumn_layers
-from ostransfer.sampling import Hypercolumns, grid_locations, uniform_locations
+from ostransfer.method.sampling import Hypercolumns, grid_locations, uniform_locations
+from ostransfer.nets.vgg16 import hypercolumn_layers
 
 
 @pytest.mark.parametrize("height,width,n", [(64, 42, 1024), (512, 341, 1024), (20, 30, 1024),
@@ -44,7 +44,7 @@ def _random_maps(layers, height, width, rng):
 @pytest.mark.parametrize("height,width", [(48, 64), (37, 45)])
 def test_gather_matches_torch_grid_sample(preset, height, width, rng):
     torch = pytest.importorskip("torch")
-    from ostransfer.torch_reference import hypercolumns
+    from ostransfer.research.torch_reference import hypercolumns
 
     layers = hypercolumn_layers(preset)
     image = rng.random((height, width, 3), dtype=np.float32)

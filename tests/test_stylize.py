@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 import ostransfer
-from ostransfer.api import Options
-from ostransfer.cli import sample_image
-from ostransfer.images import load_pil
-from ostransfer.schedule import content_weights, initial_image, scale_sides
+from ostransfer.files import sample_image
+from ostransfer.imaging.io import load_pil
+from ostransfer.method.schedule import content_weights, initial_image, scale_sides
+from ostransfer.run.options import Options
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")
@@ -97,7 +97,7 @@ def test_invalid_options_are_refused(bad, message):
 def test_pyramid_variables_reconstruct_and_pull_back_the_gradient(rng, levels):
     """L-BFGS-B on a pyramid: the start reconstructs the image; the gradient w.r.t. the
     coefficients is the adjoint of the (clipped) reconstruction: a directional difference."""
-    from ostransfer.optimize import _PyramidCoefficients
+    from ostransfer.method.lbfgs import _PyramidCoefficients
 
     space = _PyramidCoefficients((37, 45, 3), levels)
     image = rng.random((37, 45, 3), dtype=np.float32)

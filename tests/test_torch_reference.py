@@ -9,10 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ostransfer.network import (  # noqa: E402
-    IMAGENET_MEAN, IMAGENET_STD, LAYERS, PRESETS, hypercolumn_dim, hypercolumn_layers,
+from ostransfer.nets.vgg16 import (  # noqa: E402
+    IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_dim, hypercolumn_layers,
 )
-from ostransfer import torch_reference as tr  # noqa: E402
+from ostransfer.presets import PRESETS  # noqa: E402
+from ostransfer.research import torch_reference as tr  # noqa: E402
 
 @pytest.fixture(scope="module")
 def weights(vgg_weights):

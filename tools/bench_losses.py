@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from ostransfer import losses
-from ostransfer.research import torch_available
+from ostransfer.method import losses
+from ostransfer.research.host import torch_available
 
 
 def features(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -108,8 +108,8 @@ def main() -> None:
     if torch_available() and not args.no_torch:
         import torch
 
-        from ostransfer import torch_reference as tr
-        from ostransfer.compare import TorchLosses
+        from ostransfer.research import torch_reference as tr
+        from ostransfer.research.torch_objective import TorchLosses
 
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         for preset in losses.PRESETS:

@@ -6,7 +6,7 @@ For each image size (square; default 256 and 512 px) it times, in the same run:
 - ``ort fwd``:       ``VGGFeatures.forward``, the package's engine as configured there;
 - ``ort fwd+VJP``:   ``forward`` then ``backward`` with dense random upstream gradients for
                      the 11 feature layers (preallocated): one optimisation step's VGG work;
-- ``torch fwd``:     ``TorchVGG16`` (``ostransfer.torch_reference``) under ``no_grad``;
+- ``torch fwd``:     ``TorchVGG16`` (``ostransfer.research.torch_reference``) under ``no_grad``;
 - ``torch fwd+VJP``: a forward with grad on the input, then ``torch.autograd.grad`` w.r.t.
                      the input only (weights frozen), with the same upstream gradients.
 
@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from ostransfer.research import host_info, peak_rss  # noqa: E402
+from ostransfer.nets.vgg16 import conv_flops  # noqa: E402
+from ostransfer.research.host import host_info, peak_rss  # noqa: E402
 
 CONFIGS = ("ort-fwd", "ort-vjp", "torch-fwd", "torch-vjp")
 PROBES = ("peak-matmul", "peak-conv")
@@ -61,19 +62,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ---------------------------------------------------------------------------------------
 # FLOPs, host, load, memory
-
-
-def conv_flops(height: int, width: int) -> int:
-    """FLOPs (2 per multiply-add) of VGG16's 13 convs, relu1_1 .. relu5_3, at (height, width).
-
-    The VJP's input-gradient convs (Cout -> Cin, flipped kernels) have the same count."""
-    from ostransfer.network import LAYERS
-
-    total, cin = 0, 3
-    for layer in LAYERS:
-        total += 2 * cin * layer.channels * 9 * (height >> layer.pools) * (width >> layer.pools)
-        cin = layer.channels
-    return total
 
 
 def step_flops(kind: str, size: int) -> int:
@@ -138,8 +126,7 @@ def _image(size: int):
 def _upstream_grads(size: int) -> dict:
     import numpy as np
 
-    from ostransfer.features import map_shape
-    from ostransfer.network import FEATURE_LAYERS, LAYER_BY_NAME
+    from ostransfer.nets.vgg16 import FEATURE_LAYERS, LAYER_BY_NAME, map_shape
 
     rng = np.random.default_rng(1)
     out = {}
@@ -152,7 +139,7 @@ def _upstream_grads(size: int) -> dict:
 
 def make_ort(kind: str, size: int, threads: int) -> Callable[[], object]:
     """A zero-argument step for ort-fwd / ort-vjp on the package's engine."""
-    from ostransfer.features import VGGFeatures
+    from ostransfer.nets.engine import VGGFeatures
 
     engine = VGGFeatures("cpu", threads=threads)
     image = _image(size)
@@ -170,10 +157,10 @@ def make_ort(kind: str, size: int, threads: int) -> Callable[[], object]:
 def make_torch(kind: str, size: int, threads: int) -> Callable[[], object]:
     import torch
 
-    from ostransfer.models import fetch_weights
-    from ostransfer.network import FEATURE_LAYERS
-    from ostransfer.torch_reference import TorchVGG16
-    from ostransfer.weights import load_vgg16_weights
+    from ostransfer.nets.provision import fetch_weights
+    from ostransfer.nets.vgg16 import FEATURE_LAYERS
+    from ostransfer.nets.weights import load_vgg16_weights
+    from ostransfer.research.torch_reference import TorchVGG16
 
     torch.set_num_threads(threads)
     vgg = TorchVGG16(load_vgg16_weights(fetch_weights()), dtype=torch.float32)

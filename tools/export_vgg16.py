@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ostransfer.models import export_models
+from ostransfer.nets.provision import export_models
 
 
 def main() -> None:

@@ -23,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ostransfer import losses
-from ostransfer.api import DEFAULT_CONTENT_WEIGHT
-from ostransfer.cli import sample_image
-from ostransfer.features import VGGFeatures
-from ostransfer.images import load_pil, resize, scaled_size, to_array
-from ostransfer.objective import Objective, style_hypercolumns
-from ostransfer.optimize import Step, lbfgs, rmsprop
-from ostransfer.schedule import initial_image
+from ostransfer.files import sample_image
+from ostransfer.imaging.io import load_pil, resize, scaled_size, to_array
+from ostransfer.method import losses
+from ostransfer.method.lbfgs import lbfgs
+from ostransfer.method.objective import Objective, style_hypercolumns
+from ostransfer.method.optimizer import Step
+from ostransfer.method.rmsprop import rmsprop
+from ostransfer.method.schedule import initial_image
+from ostransfer.nets.engine import VGGFeatures
+from ostransfer.presets import DEFAULT_CONTENT_WEIGHT, balanced_weight
 
 PAIRS = {
     "chelsea+starry": ("content_chelsea.jpg", "style_starry_night.jpg"),
@@ -49,7 +51,8 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
     # the yardstick: a large fixed sample set and a larger style set
     judge_target = losses.style_target(
         style_hypercolumns(engine, style, args.preset, 2 * args.style_samples, np.random.default_rng(99)))
-    judge = Objective(engine, content, judge_target, args.preset, balanced(weight, args, 2 * args.samples),
+    judge_weight = balanced_weight(args.preset, 2 * args.samples, weight, args.samples)
+    judge = Objective(engine, content, judge_target, args.preset, judge_weight,
                       samples=2 * args.samples)
     judge.resample(np.random.default_rng(98))
     start = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
@@ -61,7 +64,8 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
         label = ("RMSprop (pyramid)" if kind == "rmsprop" else f"L-BFGS-B K={k}"
                  + (f" pyramid {levels}" if levels else "")
                  + (f" N={samples}" if samples != args.samples else ""))
-        objective = Objective(engine, content, target, args.preset, balanced(weight, args, samples), samples)
+        objective = Objective(engine, content, target, args.preset,
+                              balanced_weight(args.preset, samples, weight, args.samples), samples)
         points = []
 
         def record(step: Step) -> None:
@@ -79,12 +83,6 @@ def run_pair(engine, name, content_file, style_file, args) -> dict:
         print(f"  {name:16s} {label:20s} final {points[-1][1]:.4g}  ({time.perf_counter() - t0:.0f} s)  "
               + " ".join(f"{e}:{v:.4g}" for e, v in points), flush=True)
     return {"start": judge(start)[0], "curves": curves}
-
-
-def balanced(weight: float, args, samples: int) -> float:
-    """The content weight that gives N = `samples` the balance `weight` has at --samples: the
-    paper preset's content term scales like 1/N (see ostransfer.score), strotss's does not."""
-    return weight * samples / args.samples if args.preset == "paper" else weight
 
 
 def parse_run(run: str, samples: int) -> tuple[int, int, int]:

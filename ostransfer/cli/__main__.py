@@ -1,0 +1,5 @@
+"""``python -m ostransfer.cli``."""
+
+from . import main
+
+main()

@@ -1,0 +1,292 @@
+"""The style-transfer commands: ``stylize``, ``demo`` and ``sweep``. They parse options, check
+where the result goes, show progress and save; the run layer loads, checks and plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import typer
+from rich.markup import escape
+
+from ..arrays import resolve_device
+from ..files import sample_image
+from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
+from ..imaging.grid import labelled_row
+from ..imaging.io import load_pil
+from ..presets import DEFAULT_CONTENT_WEIGHT
+from ..run import checkpoint as ckpt
+from ..run.job import Job, Names, prepare
+from ..run.options import Options
+from ..run.plan import preflight
+from ..run.stylizer import Interrupted, Stylizer, Unfinished
+from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
+                     parse_budgets, parse_floats, say)
+from .outputs import check_checkpoint_folder, check_output, free_path, save_or_rescue
+from .progress import ProgressDisplay
+
+app = typer.Typer()
+
+OUTPUT, STYLE, OPTIMISER, GUIDES, ROBUST = ("Output", "Style and content", "Optimiser",
+                                            "Guides and colour", "Robustness")
+
+
+def cli_names(content: Path, styles: Sequence[Path], content_guide: Path | None,
+              style_guide: Path | None) -> Names:
+    """Messages name the files and the options they came from."""
+    return Names(images=[str(content), *map(str, styles)],
+                 guides=(f"--content-guide {content_guide}", f"--style-guide {style_guide}"),
+                 guide_options=("--content-guide", "--style-guide"),
+                 pairing=f"{content_guide} and {style_guide}: ")
+
+
+def prepare_job(device: str, content: Path, styles: list[Path], options: Options, *,
+                checkpoint: Path | None = None, resume: Path | None = None,
+                every_minutes: float = 3.0, overwrite: bool = False,
+                content_guide: Path | None = None, style_guide: Path | None = None) -> Job:
+    """Every check of a stylize run, in the order a user meets the problems."""
+    check_number(every_minutes, "--checkpoint-every")
+    folder = checkpoint or resume
+    if folder is not None:
+        check_checkpoint_folder(folder, "--checkpoint" if checkpoint else "--resume", overwrite,
+                                resuming=resume is not None and folder == resume)
+    return prepare(content, styles, options, device=device, content_guide=content_guide,
+                   style_guide=style_guide, checkpoint=folder, resume=resume,
+                   every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
+                   names=cli_names(content, styles, content_guide, style_guide))
+
+
+def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None) -> None:
+    """Run a prepared job and save its result; see the exit codes in ``common``."""
+    folder = job.checkpoint.folder if job.checkpoint is not None else None
+    stylizer = None if job.finished else Stylizer(device=device)  # a Ctrl-C here: nothing to keep
+    with StopSignals() as signals:
+        if job.finished:
+            result = np.asarray(job.resume.result, dtype=np.float32)
+            say(f"the checkpoint in {resume_folder} holds the finished run")
+        else:
+            display = ProgressDisplay(job.plan, err, enabled=not quiet)
+            try:
+                with display.bar:
+                    result = stylizer.run_job(job, signals.watching(display))
+            except Unfinished as stop:
+                signals.shield = True
+                _report_unfinished(stop, out, folder)
+        signals.shield = True
+        written, problem = save_or_rescue(result, out)
+    if problem is not None:
+        if written is not None:
+            fail(escape(f"{problem}; the result was saved to {written} instead"), 1)
+        saved = job.checkpoint.saved if job.checkpoint is not None else None
+        finished = job.finished or (saved is not None and saved.complete)
+        kept = f"; the finished run is kept in {folder}: rerun with --resume {folder}" \
+            if finished else ""
+        fail(escape(f"{problem}; the result could not be saved{kept}"), 1)
+    if not quiet:
+        say(f"saved {out}")
+
+
+def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None) -> None:
+    """Keep the best image of a stopped run next to the output, say where, and exit."""
+    interrupted = isinstance(stop, Interrupted)
+    kept = problem = None
+    if stop.image is not None:
+        tag = "interrupted" if interrupted else "failed"
+        kept, problem = save_or_rescue(stop.image, free_path(out, f"{tag}-{stop.side}px"))
+    where = (f"the best image so far ({stop.side} px scale) is in {kept}" if kept
+             else f"the best image so far could not be saved ({problem})" if problem
+             else "no image was saved")
+    hint = f"; continue with --resume {folder}" if folder and ckpt.exists(folder) else ""
+    if interrupted:
+        say(f"interrupted: {where}{hint}")
+        raise typer.Exit(130) from None
+    fail(escape(f"{stop}; {where}{hint}"), 1)
+
+
+def _color(preserve_color: bool, color_method: Optional[str]) -> bool | str:
+    if color_method is not None and color_method not in COLOR_METHODS:
+        raise UsageError(f"unknown --color-method {color_method!r}; choose "
+                         f"{' or '.join(COLOR_METHODS)}")
+    if color_method is not None and not preserve_color:
+        raise UsageError("--color-method needs --preserve-color")
+    return (color_method or DEFAULT_COLOR_METHOD) if preserve_color else False
+
+
+def _style_weights(text: Optional[str], styles: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    weights = parse_floats(text, "--style-weight")
+    if len(weights) != styles:
+        raise UsageError(f"--style-weight has {len(weights)} value"
+                         f"{'s' if len(weights) != 1 else ''} for {styles} style "
+                         f"image{'s' if styles != 1 else ''}")
+    return tuple(weights)
+
+
+@app.command(no_args_is_help=True)
+def stylize(
+    content: Path = typer.Argument(..., metavar="CONTENT", help="content image", show_default=False),
+    style: list[Path] = typer.Argument(..., metavar="STYLE", show_default=False,
+                                       help="style image, or several to mix (see --style-weight)"),
+    out: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, ...)",
+                             rich_help_panel=OUTPUT),
+    size: int = typer.Option(512, help="long side of the output, px", rich_help_panel=OUTPUT),
+    overwrite: bool = typer.Option(False, help="replace an existing output file (and an "
+                                               "unfinished checkpoint)", rich_help_panel=OUTPUT),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display",
+                               rich_help_panel=OUTPUT),
+    content_weight: Optional[float] = typer.Option(
+        None, help=f"content weight at the final scale (default: paper "
+                   f"{DEFAULT_CONTENT_WEIGHT['paper']:g}, strotss "
+                   f"{DEFAULT_CONTENT_WEIGHT['strotss']:g}); higher keeps more content",
+        rich_help_panel=STYLE),
+    preset: str = typer.Option("paper", help="paper (the paper's losses) or strotss (the "
+                                             "official code's)", rich_help_panel=STYLE),
+    style_weight: Optional[str] = typer.Option(
+        None, metavar="W1,W2,...", help="with several style images: how much of each, "
+                                        "comma-separated (normalised; default equal)",
+        rich_help_panel=STYLE),
+    samples: int = typer.Option(Options.samples, help="output hypercolumns per sample set (N)",
+                                rich_help_panel=STYLE),
+    style_samples: int = typer.Option(Options.style_samples, help="style hypercolumns per scale (M)",
+                                      rich_help_panel=STYLE),
+    init: str = typer.Option("style", help="style: style mean colour + content detail; content: "
+                                           "the content image", rich_help_panel=STYLE),
+    seed: int = typer.Option(0, help="random seed (same seed, same output)", rich_help_panel=STYLE),
+    optimizer: str = typer.Option("lbfgs", help="lbfgs (L-BFGS-B) or rmsprop (the official "
+                                                "code's)", rich_help_panel=OPTIMISER),
+    evaluations: Optional[str] = typer.Option(
+        None, help="function evaluations per scale: one number, or one per scale, "
+                   "comma-separated", rich_help_panel=OPTIMISER),
+    per_round: int = typer.Option(Options.per_round, help="L-BFGS-B evaluations per sample set",
+                                  rich_help_panel=OPTIMISER),
+    pyramid_levels: int = typer.Option(
+        Options.pyramid_levels, help="L-BFGS-B optimises a Laplacian pyramid of this many levels "
+                                     "(0: the pixels)", rich_help_panel=OPTIMISER),
+    device: str = typer.Option("auto", help=DEVICE_HELP, rich_help_panel=OPTIMISER),
+    content_guide: Optional[Path] = typer.Option(
+        None, metavar="IMAGE", help="region guide of the content: colour-coded regions, each "
+                                    "paired with the region of the same colour in --style-guide",
+        rich_help_panel=GUIDES),
+    style_guide: Optional[Path] = typer.Option(
+        None, metavar="IMAGE", help="region guide of the style image (needs --content-guide)",
+        rich_help_panel=GUIDES),
+    preserve_color: bool = typer.Option(
+        False, "--preserve-color", help="keep the content's colours (the result's luminance "
+                                        "with the content's chrominance)", rich_help_panel=GUIDES),
+    color_method: Optional[str] = typer.Option(
+        None, help=f"with --preserve-color: {DEFAULT_COLOR_METHOD} (the default: the content's "
+                   f"chrominance at each pixel) or statistics (the content's colour mean and "
+                   f"covariance)", rich_help_panel=GUIDES),
+    checkpoint: Optional[Path] = typer.Option(
+        None, metavar="DIR", help="save the run's state in DIR after each scale and every few "
+                                  "minutes, to continue it with --resume DIR",
+        rich_help_panel=ROBUST),
+    resume: Optional[Path] = typer.Option(
+        None, metavar="DIR", help="continue the interrupted run saved in DIR (same inputs and "
+                                  "options; the result is the uninterrupted run's)",
+        rich_help_panel=ROBUST),
+    checkpoint_every: float = typer.Option(3.0, metavar="MINUTES",
+                                           help="checkpoint inside a scale this often",
+                                           rich_help_panel=ROBUST),
+) -> None:
+    """Stylise CONTENT with STYLE (one image, or several mixed) and write the result to OUT.
+
+    Ctrl-C stops at the next evaluation and saves the best image so far as
+    OUT.interrupted-<side>px (exit code 130)."""
+    with clear_errors():
+        guides = [g for g in (content_guide, style_guide) if g is not None]
+        check_output(out, [content, *style, *guides], overwrite)
+        options = Options(size=size, preset=preset, content_weight=content_weight,
+                          optimizer=optimizer, evaluations=parse_budgets(evaluations),
+                          per_round=per_round, pyramid_levels=pyramid_levels, samples=samples,
+                          style_samples=style_samples, init=init, seed=seed,
+                          style_weights=_style_weights(style_weight, len(style)),
+                          preserve_color=_color(preserve_color, color_method))
+        device = resolve_device(device)
+        job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
+                          resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
+                          content_guide=content_guide, style_guide=style_guide)
+        run_job(device, job, out, quiet, resume)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("ostransfer-demo.png"), "-o", "--output", help="output image"),
+    size: int = typer.Option(512, help="long side of the output, px"),
+    overwrite: bool = typer.Option(False, help="replace an existing output file"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Stylise the shipped sample photo (a cat) with van Gogh's Starry Night."""
+    with clear_errors():
+        content, style = sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg")
+        check_output(out, [content, style], overwrite)
+        device = resolve_device(device)
+        run_job(device, prepare_job(device, content, [style], Options(size=size)), out, quiet,
+                None)
+
+
+@app.command(no_args_is_help=True)
+def sweep(
+    content: Path = typer.Argument(..., metavar="CONTENT", show_default=False),
+    style: Path = typer.Argument(..., metavar="STYLE", show_default=False),
+    out: Path = typer.Option(..., "-o", "--output", help="grid image"),
+    weights: str = typer.Option("256,1024,4096,16384", help="content weights, comma-separated"),
+    size: int = typer.Option(256, help="long side of each result, px"),
+    preset: str = typer.Option("paper"),
+    seed: int = typer.Option(0),
+    evaluations: Optional[str] = typer.Option(None, help="evaluations per scale"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    overwrite: bool = typer.Option(False),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Render one result per content weight side by side, labelled (like the paper's figure)."""
+    with clear_errors():
+        check_output(out, [content, style], overwrite)
+        values = parse_floats(weights, "--weights")
+        budgets = parse_budgets(evaluations)
+        content_img, style_img = load_pil(content), load_pil(style)
+        runs = [Options(size=size, preset=preset, content_weight=weight, seed=seed,
+                        evaluations=budgets).validated() for weight in values]
+        device = resolve_device(device)
+        plan = preflight(content_img.size, style_img.size, runs[0], device,
+                         (str(content), str(style)))
+        stylizer = Stylizer(device=device)
+        with StopSignals() as signals:
+            results = _sweep_runs(stylizer, signals, content_img, style_img, runs, plan, out,
+                                  quiet)
+            signals.shield = True
+            written, problem = save_or_rescue(
+                labelled_row(results, [f"a = {w:g}" for w in values]), out)
+        if problem is not None:
+            fail(escape(problem + (f"; the grid was saved to {written} instead" if written
+                                    else "; the grid could not be saved")), 1)
+        if not quiet:
+            say(f"saved {out}")
+
+
+def _sweep_runs(stylizer: Stylizer, signals: StopSignals, content, style, runs: list[Options],
+                plan, out: Path, quiet: bool) -> list[np.ndarray]:
+    """One result per option set; a stopped sweep keeps the finished results in a grid."""
+    results: list[np.ndarray] = []
+    try:
+        for options in runs:
+            display = ProgressDisplay(plan, err, enabled=not quiet)
+            with display.bar:
+                results.append(stylizer.run(content, style, options, signals.watching(display)))
+    except Unfinished as stop:
+        signals.shield = True
+        kept = None
+        if results:
+            labels = [f"a = {o.final_weight:g}" for o in runs[:len(results)]]
+            kept, _ = save_or_rescue(labelled_row(results, labels), free_path(
+                out, "interrupted" if isinstance(stop, Interrupted) else "failed"))
+        where = (f"the {len(results)} finished results are in {kept}" if kept
+                 else "no result was finished")
+        if isinstance(stop, Interrupted):
+            say(f"interrupted: {where}")
+            raise typer.Exit(130) from None
+        fail(escape(f"{stop}; {where}"), 1)
+    return results

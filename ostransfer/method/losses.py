@@ -1,0 +1,285 @@
+"""STROTSS losses with hand-written gradients (docs/algorithm.md §4), on any Array API namespace.
+
+Shapes: X (N, D) output hypercolumns, C (N, D) content hypercolumns at the same locations,
+S (M, D) style hypercolumns; columns 0..2 are raw RGB in [0, 1].
+
+Every loss function returns ``(value, dX)``: ``value`` is a 0-d array of X's dtype (on X's
+device; ``float(value)`` brings it to the host), ``dX`` the gradient with respect to X.
+``palette_loss`` alone returns an (N, 3) gradient (the RGB columns only); ``total_loss``
+pads it. Style and content targets (``style_target``, ``content_target``) hold everything
+that does not depend on X and are built once per scale / per sample set.
+
+Conventions: cosine distance d_cos(v, w) = 1 - v.w / (max(|v|, eps) max(|w|, eps)) with
+eps = 1e-8; REMD gradients flow through the larger branch (the row branch on a tie) and the
+arg-min pairs only (first index on ties, like argmin); the Euclidean distance has gradient 0
+at distance exactly 0; sign(0) = 0 for the L1 terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..arrays import Array, array_namespace
+from ..presets import check_preset
+from .segments import SegmentSum
+
+EPS = 1e-8
+_SQRT3 = math.sqrt(3.0)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _normalise_rows(xp, A: Array) -> tuple[Array, Array, Array]:
+    """Rows of A (K, C) divided by max(|row|, eps).
+
+    Returns (unit (K, C), clipped norm (K, 1), mask (K, 1): 1 where |row| > eps else 0,
+    in A's dtype); the mask and norm feed ``_unit_backward``.
+    """
+    norm = xp.linalg.vector_norm(A, axis=1, keepdims=True)
+    mask = xp.astype(norm > EPS, A.dtype)
+    norm = xp.clip(norm, min=EPS)
+    return A / norm, norm, mask
+
+
+def _unit_backward(g_unit: Array, unit: Array, norm: Array, mask: Array) -> Array:
+    """Pull a gradient (K, C) w.r.t. unit = A / max(|A|, eps) back to A (K, C)."""
+    xp = array_namespace(g_unit)
+    radial = xp.vecdot(g_unit, unit)[:, None] * mask
+    return (g_unit - radial * unit) / norm
+
+
+# ---------------------------------------------------------------------------------------
+# targets
+
+
+@dataclass(frozen=True)
+class StyleTarget:
+    """Everything about the style set S (M, D) that the losses need; build once per scale.
+
+    feats (M, D); unit (M, D) rows over max(|row|, eps); mean (D,); cov (D, D), 1/M;
+    rgb (M, 3) the raw RGB columns; rgb_unit (M, 3) their unit rows; rgb_aug (M, 5) the rows
+    [-2 s, 1, |s|^2], so that [x, |x|^2, 1] @ rgb_aug.T is the squared distance |x - s|^2.
+    """
+
+    feats: Array
+    unit: Array
+    mean: Array
+    cov: Array
+    rgb: Array
+    rgb_unit: Array
+    rgb_aug: Array
+
+
+def style_target(S: Array) -> StyleTarget:
+    """Precompute the style statistics of S (M, D); costs one D x D x M product."""
+    xp = array_namespace(S)
+    m = S.shape[0]
+    unit, _, _ = _normalise_rows(xp, S)
+    mean = xp.mean(S, axis=0)
+    Ss = (S - mean) * (1.0 / math.sqrt(m))  # computed like moment_loss's Sigma(X)
+    cov = xp.matmul(Ss.T, Ss)
+    rgb = S[:, :3]
+    rgb_unit, _, _ = _normalise_rows(xp, rgb)
+    rgb_aug = xp.concat([-2.0 * rgb, xp.ones_like(rgb[:, :1]),
+                         xp.sum(rgb * rgb, axis=1, keepdims=True)], axis=1)
+    return StyleTarget(feats=S, unit=unit, mean=mean, cov=cov, rgb=rgb, rgb_unit=rgb_unit,
+                       rgb_aug=rgb_aug)
+
+
+@dataclass(frozen=True)
+class ContentTarget:
+    """The content's column-normalised cosine self-similarity matrix A (N, N)."""
+
+    A: Array
+
+
+def _self_similarity(xp, X: Array) -> Array:
+    """A (N, N): D_ij = d_cos(X_i, X_j) with each column divided by its sum; X (N, D)."""
+    unit, _, _ = _normalise_rows(xp, X)
+    Dm = 1.0 - xp.matmul(unit, unit.T)
+    return Dm / xp.sum(Dm, axis=0)[None, :]
+
+
+def content_target(C: Array) -> ContentTarget:
+    """Precompute the content self-similarity of C (N, D); once per sample set."""
+    xp = array_namespace(C)
+    return ContentTarget(A=_self_similarity(xp, C))
+
+
+# ---------------------------------------------------------------------------------------
+# losses
+
+
+def _remd_unit_grad(xp, unit: Array, style: StyleTarget) -> tuple[Array, Array]:
+    """REMD(X, S; d_cos) from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
+    n, m = unit.shape[0], style.unit.shape[0]
+    cos = xp.matmul(unit, style.unit.T)  # (N, M); d_cos = 1 - cos
+    # argmin of 1 - cos == argmax of cos (first index on ties)
+    r_rows = 1.0 - xp.mean(xp.max(cos, axis=1))
+    r_cols = 1.0 - xp.mean(xp.max(cos, axis=0))
+    if bool(r_rows >= r_cols):
+        j_star = xp.argmax(cos, axis=1)  # (N,)
+        return r_rows, xp.take(style.unit, j_star, axis=0) * (-1.0 / n)
+    i_star = xp.argmax(cos, axis=0)  # (M,)
+    return r_cols, SegmentSum(i_star, n)(style.unit) * (-1.0 / m)
+
+
+def remd_style_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
+    """l_r = REMD(X, S; d_cos) over all D channels. X (N, D) -> (0-d value, dX (N, D)).
+
+    One N x M x D product (the cosine matrix); the row branch gathers the arg-min style rows,
+    the column branch scatter-adds them onto their arg-min output rows.
+    """
+    xp = array_namespace(X)
+    unit, norm, mask = _normalise_rows(xp, X)
+    value, g_unit = _remd_unit_grad(xp, unit, style)
+    return value, _unit_backward(g_unit, unit, norm, mask)
+
+
+def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
+    """l_m = |mu(X) - mu(S)|_1 / D + |Sigma(X) - Sigma(S)|_1 / D^2, covariances 1/N.
+
+    X (N, D) -> (0-d value, dX (N, D)); one D x D x N product for Sigma(X), one N x D x D
+    for the gradient.
+    """
+    xp = array_namespace(X)
+    n, d = X.shape
+    mu = xp.mean(X, axis=0)
+    Xs = (X - mu) * (1.0 / math.sqrt(n))  # Sigma(X) = Xs^T Xs
+    d_cov = xp.matmul(Xs.T, Xs) - style.cov
+    sign_cov = xp.sign(d_cov)
+    d_mu = mu - style.mean
+    # sum |d_cov| as the dot of d_cov with its sign: one pass over the D x D matrix
+    l1_cov = xp.vecdot(xp.reshape(sign_cov, (-1,)), xp.reshape(d_cov, (-1,)))
+    value = xp.sum(xp.abs(d_mu)) / d + l1_cov / (d * d)
+    # dl/dXs = Xs (G + G^T) with G = sign(d_cov) / D^2; d_cov is symmetric, so G + G^T = 2G
+    # (up to entries that are zero to rounding, i.e. at the kinks). The mean's dependence of
+    # Sigma cancels because the rows of Xs sum to 0.
+    dX = (xp.matmul(Xs, sign_cov) * (2.0 / (math.sqrt(n) * d * d))
+          + (xp.sign(d_mu) * (1.0 / (n * d)))[None, :])
+    return value, dX
+
+
+def _palette_pairs(x: Array, s: Array, s_unit: Array, preset: str) -> tuple[Array, Array]:
+    """Distance and its gradient w.r.t. x for paired RGB rows x, s (K, 3).
+
+    Returns (d (K,), dd/dx (K, 3)); ``s_unit`` (K, 3) are the unit rows of s.
+    """
+    xp = array_namespace(x)
+    diff = x - s
+    e = xp.linalg.vector_norm(diff, axis=1)
+    # the gradient at exactly zero distance is 0 (diff is then exactly 0 too)
+    safe = xp.where(e > 0, e, xp.ones_like(e))
+    g = diff / safe[:, None]
+    if preset == "paper":
+        return e, g
+    unit, norm, mask = _normalise_rows(xp, x)
+    c = xp.sum(unit * s_unit, axis=1)
+    d = (1.0 - c) + e / _SQRT3
+    g_cos = _unit_backward(-s_unit, unit, norm, mask)
+    return d, g_cos + g / _SQRT3
+
+
+def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Array]:
+    """l_p = REMD(X_rgb, S_rgb; d) on the raw RGB columns 0..2.
+
+    ``paper``: d = Euclidean distance; ``strotss``: d = d_cos + |v - w|_2 / sqrt(3).
+    X (N, D) -> (0-d value, dX_rgb (N, 3)): the gradient w.r.t. the RGB columns only
+    (the other D - 3 columns get 0; ``total_loss`` pads it). The N x M cost matrix only
+    selects the arg-min pairs; values and gradients are recomputed exactly on those pairs.
+    """
+    check_preset(preset)
+    xp = array_namespace(X)
+    n, m = X.shape[0], style.rgb.shape[0]
+    x = X[:, :3]
+    x_aug = xp.concat([x, xp.sum(x * x, axis=1, keepdims=True), xp.ones_like(x[:, :1])],
+                      axis=1)
+    if preset == "paper":
+        # |x - s|^2 (N, M): the same arg-mins as the Euclidean distance
+        K = xp.matmul(x_aug, style.rgb_aug.T)
+    else:
+        # d - 1 = |x - s| / sqrt(3) - cos(x, s), from |x - s|^2 / 3
+        sq3 = xp.matmul(x_aug * (1.0 / 3.0), style.rgb_aug.T)
+        x_unit, _, _ = _normalise_rows(xp, x)
+        K = xp.sqrt(xp.clip(sq3, min=0.0)) - xp.matmul(x_unit, style.rgb_unit.T)
+    j_star = xp.argmin(K, axis=1)  # (N,)
+    i_star = xp.argmin(K, axis=0)  # (M,)
+    d_rows, g_rows = _palette_pairs(
+        x, xp.take(style.rgb, j_star, axis=0), xp.take(style.rgb_unit, j_star, axis=0), preset)
+    d_cols, g_cols = _palette_pairs(xp.take(x, i_star, axis=0), style.rgb, style.rgb_unit,
+                                    preset)
+    r_rows = xp.mean(d_rows)
+    r_cols = xp.mean(d_cols)
+    if bool(r_rows >= r_cols):
+        return r_rows, g_rows * (1.0 / n)
+    return r_cols, SegmentSum(i_star, n)(g_cols) * (1.0 / m)
+
+
+def _content_unit_grad(xp, unit: Array, content: ContentTarget, preset: str):
+    """Content loss from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
+    n = unit.shape[0]
+    w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
+    Dm = 1.0 - xp.matmul(unit, unit.T)
+    colsum = xp.sum(Dm, axis=0)
+    A = Dm / colsum[None, :]
+    diff = A - content.A
+    value = xp.sum(xp.abs(diff)) * w
+    G = xp.sign(diff) * w  # dl/dA
+    # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
+    Hm = (G - xp.sum(G * A, axis=0)[None, :]) / colsum[None, :]
+    # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
+    return value, xp.matmul(Hm + Hm.T, unit) * -1.0
+
+
+def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, Array]:
+    """Self-similarity content loss. X (N, D) -> (0-d value, dX (N, D)).
+
+    A^X: cosine self-similarity of X, each column divided by its sum; l_c = w sum |A^X - A^C|
+    with w = 1/N^2 (``paper``) or 1/N (``strotss``). One N x N x D product for A^X and one
+    for the gradient (which includes the column normalisation's derivative).
+    """
+    check_preset(preset)
+    xp = array_namespace(X)
+    unit, norm, mask = _normalise_rows(xp, X)
+    value, g_unit = _content_unit_grad(xp, unit, content, preset)
+    return value, _unit_backward(g_unit, unit, norm, mask)
+
+
+def _weights(preset: str, a: float) -> tuple[float, float, float, float]:
+    """Weights of (content, remd, moment, palette) in the total, denominator included."""
+    if preset == "paper":
+        den = 2.0 + a + 1.0 / a
+        return a / den, 1.0 / den, 1.0 / den, (1.0 / a) / den
+    den = a + 2.0
+    return a / den, 1.0 / den, 1.0 / den, (1.0 / max(a, 1.0)) / den
+
+
+def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str,
+               content_weight: float) -> tuple[Array, Array, dict[str, float]]:
+    """The weighted total (docs/algorithm.md §4). X (N, D) -> (0-d value, dX (N, D), terms).
+
+    ``paper``:   (a l_c + l_m + l_r + l_p / a) / (2 + a + 1/a);
+    ``strotss``: (a l_c + l_r + l_m + l_p / max(a, 1)) / (a + 2).
+    terms = {"content", "remd", "moment", "palette"} as Python floats (unweighted).
+    """
+    check_preset(preset)
+    a = float(content_weight)
+    if not a > 0:
+        raise ValueError(f"content_weight must be > 0, got {content_weight!r}")
+    xp = array_namespace(X)
+    wc, wr, wm, wp = _weights(preset, a)
+    # the content and REMD terms share X's unit rows and their backward pass
+    unit, norm, mask = _normalise_rows(xp, X)
+    l_c, g_c = _content_unit_grad(xp, unit, content, preset)
+    l_r, g_r = _remd_unit_grad(xp, unit, style)
+    l_m, g_m = moment_loss(X, style)
+    l_p, g_p = palette_loss(X, style, preset)
+    value = wc * l_c + wr * l_r + wm * l_m + wp * l_p
+    dX = _unit_backward(wc * g_c + wr * g_r, unit, norm, mask) + wm * g_m
+    dX[:, :3] += wp * g_p
+    terms = {"content": float(l_c), "remd": float(l_r), "moment": float(l_m),
+             "palette": float(l_p)}
+    return value, dX, terms

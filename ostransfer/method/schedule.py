@@ -1,0 +1,42 @@
+"""The coarse-to-fine schedule (docs/algorithm.md §5): scales, content weights, initialisation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..imaging.io import resize_array
+from ..imaging.pyramid import finest_band
+
+FIRST_SIDE = 64
+
+
+def scale_sides(long_side: int, first: int = FIRST_SIDE) -> list[int]:
+    """Long sides 64, 128, ... doubling below the requested size, then the size itself."""
+    sides = []
+    side = first
+    while side < long_side:
+        sides.append(side)
+        side *= 2
+    return sides + [long_side]
+
+
+def content_weights(final_weight: float, scales: int) -> list[float]:
+    """The content weight halves at each finer scale; the user's value is the last one's."""
+    return [final_weight * 2.0 ** (scales - 1 - i) for i in range(scales)]
+
+
+def initial_image(content: np.ndarray, style_mean: np.ndarray, previous: np.ndarray | None,
+                  last: bool, from_content: bool = False) -> np.ndarray:
+    """The starting image of a scale, (H, W, 3) float32 in [0, 1].
+
+    Coarsest scale: the style's mean colour plus the content's finest band (or the content
+    itself with ``from_content``). Finer scales: the previous result upsampled, plus the
+    content's finest band except at the last scale."""
+    height, width = content.shape[:2]
+    if previous is None:
+        start = content.copy() if from_content else style_mean + finest_band(content)
+    else:
+        start = resize_array(previous, (width, height))
+        if not last:
+            start = start + finest_band(content)
+    return np.clip(start, 0.0, 1.0).astype(np.float32)

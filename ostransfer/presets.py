@@ -1,0 +1,41 @@
+"""The two loss presets and the run defaults that depend on them (docs/algorithm.md §4).
+
+``paper`` is the seed text's formula; ``strotss`` the official code's. Both read the same
+hypercolumn size (D = 2179) from slightly different VGG16 layers, and their content terms
+differ by a factor N, so their content weights live on different scales (§4.5).
+"""
+
+from __future__ import annotations
+
+PRESET_LAYERS: dict[str, tuple[str, ...]] = {
+    # the seed text and the paper
+    "paper": ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3",
+              "relu4_1", "relu5_1"),
+    # the official STROTSS code
+    "strotss": ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3",
+                "relu4_3", "relu5_3"),
+}
+PRESETS = tuple(PRESET_LAYERS)
+
+# Final-scale content weight of each preset (docs/defaults.md has the sweeps behind them).
+DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
+DEFAULT_SAMPLES = 1024  # N: output/content hypercolumns per sample set
+DEFAULT_STYLE_SAMPLES = 5000  # M: style hypercolumns per scale
+
+
+def check_preset(preset: str) -> str:
+    """``preset`` if it is one of PRESETS, else ValueError with the one message for it."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return preset
+
+
+def balanced_weight(preset: str, samples: int, weight: float | None = None,
+                    reference: int = DEFAULT_SAMPLES) -> float:
+    """The content weight at N = ``samples`` that weighs content as ``weight`` (default: the
+    preset's) does at N = ``reference``. The ``paper`` content term is a mean over N^2
+    entries of order 1/N, so it scales like 1/N and its weight must scale like N;
+    ``strotss``'s does not depend on N."""
+    check_preset(preset)
+    weight = DEFAULT_CONTENT_WEIGHT[preset] if weight is None else float(weight)
+    return weight * samples / reference if preset == "paper" else weight

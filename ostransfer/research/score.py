@@ -1,0 +1,127 @@
+"""``ostransfer score``: the objective's terms for finished images, on one fixed yardstick.
+
+Every image is resized to the content's size at ``size`` and read at one large, seeded
+sample set: N output/content locations (default 4096, four times an optimisation step's)
+and M style hypercolumns (default 20000, four times a step's). With the same content,
+style, size, preset, N, M and seed, the sample set is the same for every image, so outputs
+of different implementations and settings can be ranked on the same numbers. Lower is
+better for every term; the unmodified content image has a content term of exactly 0.
+The `paper` preset's content term scales like 1/N (its |A^X - A^C| entries are of order
+1/N and it averages them over N^2), so compare scores only at the same N; its default
+content weight here is therefore the preset's times N / 1024, which weighs content in the
+total as an optimisation step (N = 1024) at the default weight does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..arrays import resolve_device
+from ..imaging.io import load_pil, resize, scaled_size, to_array
+from ..method import losses
+from ..method.objective import style_hypercolumns
+from ..method.sampling import Hypercolumns, grid_locations
+from ..nets.engine import VGGFeatures
+from ..nets.vgg16 import hypercolumn_dim, hypercolumn_layers
+from ..presets import balanced_weight, check_preset
+
+SCORE_SAMPLES = 4096
+SCORE_STYLE_SAMPLES = 20000
+SCORE_SIZE = 512
+TERMS = ("content", "moment", "remd", "palette")
+
+
+def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE_SIZE,
+              preset: str = "paper", content_weight: float | None = None,
+              samples: int = SCORE_SAMPLES, style_samples: int = SCORE_STYLE_SAMPLES,
+              seed: int = 0, device: str = "cpu",
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score each image against content and style (paths, PIL images or arrays).
+
+    Returns {"settings", "images": [{"image", "terms", "total", "ranks"}], "notes"}: terms
+    unweighted (content l_c, moment l_m, remd l_r, palette l_p), total the preset's weighted
+    sum at the content weight, ranks 1 = lowest. The default content weight is the preset's,
+    for `paper` times N / 1024 (the balance of a default run, see the module docstring)."""
+    say = log or (lambda message: None)
+    check_preset(preset)
+    if not 16 <= size <= 8192:
+        raise ValueError(f"size must be between 16 and 8192 px, got {size}")
+    if samples < 1 or style_samples < 1:
+        raise ValueError("samples and style samples must be at least 1")
+    if not images:
+        raise ValueError("give at least one image to score")
+    weight = float(content_weight) if content_weight is not None else balanced_weight(preset, samples)
+    if not weight > 0:
+        raise ValueError(f"content weight must be positive, got {weight}")
+    device = resolve_device(device)
+
+    content_pil, style_pil = load_pil(content), load_pil(style)
+    target_size = scaled_size(content_pil.size, size)
+    width, height = target_size
+    if min(width, height) < 16:
+        raise ValueError(f"the content at {size} px is {width}x{height}: VGG16 needs 16 px a side")
+    content_arr = to_array(resize(content_pil, target_size))
+    style_arr = to_array(resize(style_pil, scaled_size(style_pil.size, size)))
+    loaded = [(item, load_pil(item)) for item in images]  # fail on a bad file before the work
+
+    say(f"scoring {len(loaded)} image(s) at {width}x{height} px, N = {samples}, M = {style_samples}")
+    engine = _engine(device)
+    xp = engine.xp
+    rng = np.random.default_rng(seed)
+    style_target = losses.style_target(
+        style_hypercolumns(engine, xp.asarray(style_arr), preset, style_samples, rng))
+    ys, xs = grid_locations(height, width, samples, rng)
+    columns = Hypercolumns(ys, xs, height, width, hypercolumn_layers(preset), xp)
+
+    def hypercolumns(array: np.ndarray):
+        image = xp.asarray(array)
+        return columns.gather(image, engine.forward(image))  # a new (N, D) array
+
+    content_target = losses.content_target(hypercolumns(content_arr))
+
+    rows, notes = [], []
+    content_aspect = content_pil.size[0] / content_pil.size[1]
+    for item, pil in loaded:
+        name = str(item) if isinstance(item, (str, Path)) else f"image {len(rows) + 1}"
+        aspect = pil.size[0] / pil.size[1]
+        if abs(aspect / content_aspect - 1) > 0.02:
+            notes.append(f"{name}: aspect ratio {pil.size[0]}x{pil.size[1]} differs from the "
+                         f"content's; it was stretched to {width}x{height}")
+        array = to_array(resize(pil, target_size))
+        value, _, terms = losses.total_loss(hypercolumns(array), content_target, style_target,
+                                            preset, weight)
+        rows.append({"image": name, "size": list(pil.size),
+                     "terms": {k: float(terms[k]) for k in TERMS}, "total": float(value)})
+    if preset == "paper":
+        balance = ("so the default content weight is the preset's times N / 1024, the balance of "
+                   "a default run" if content_weight is None else
+                   f"so a = {weight:g} here weighs content as a = {weight * 1024 / len(ys):g} "
+                   f"does in an optimisation step (N = 1024)")
+        notes.append(f"the paper preset's content term is a mean over N^2 entries of order 1/N, so "
+                     f"it scales like 1/N: at N = {len(ys)} it is about {len(ys) / 1024:.3g} times "
+                     f"smaller than at an optimisation step's N = 1024; {balance}")
+    for key in TERMS + ("total",):
+        values = [row["total"] if key == "total" else row["terms"][key] for row in rows]
+        order = np.argsort(values, kind="stable")
+        for rank, index in enumerate(order, start=1):
+            rows[index].setdefault("ranks", {})[key] = rank
+    return {
+        "settings": {"content": str(content) if isinstance(content, (str, Path)) else None,
+                     "style": str(style) if isinstance(style, (str, Path)) else None,
+                     "size": size, "width": width, "height": height, "preset": preset,
+                     "content_weight": weight, "samples": len(ys),
+                     "style_samples": style_samples, "seed": seed,
+                     "dim": hypercolumn_dim(preset), "device": device},
+        "images": rows,
+        "notes": notes,
+    }
+
+
+@lru_cache(maxsize=1)
+def _engine(device: str):
+    """The VGG16 sessions, loaded once per process (scoring several times reuses them)."""
+    return VGGFeatures(device=device)

@@ -1,0 +1,141 @@
+"""The options of a run (``Options``), their validation, and the one-line input error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
+from ..method.schedule import scale_sides
+from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_SAMPLES, DEFAULT_STYLE_SAMPLES,
+                       check_preset)
+
+OPTIMIZERS = ("lbfgs", "rmsprop")
+INITS = ("style", "content")
+MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
+MAX_SIZE = 8192
+MAX_PYRAMID_LEVELS = 12
+_INTEGERS = ("size", "per_round", "pyramid_levels", "samples", "style_samples", "seed")
+_AT_LEAST_ONE = ("per_round", "samples", "style_samples")
+
+
+class InputError(ValueError):
+    """Inputs or options a run cannot use (too small, too large for memory); one line."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that shapes a result; the defaults are the measured ones."""
+
+    size: int = 512
+    preset: str = "paper"
+    content_weight: float | None = None  # None: the preset's default
+    optimizer: str = "lbfgs"
+    evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
+    per_round: int = 50  # L-BFGS-B evaluations per sample set (docs/defaults.md)
+    pyramid_levels: int = 0  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
+    samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
+    style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
+    init: str = "style"  # "style": style mean + content detail; "content": the content image
+    seed: int = 0
+    style_weights: Sequence[float] | None = None  # one per style image; None: equal weights
+    preserve_color: bool | str = False  # True, "luminance" or "statistics": keep the content's colours
+
+    def validated(self) -> "Options":
+        """self, or ValueError (one line) naming the first option that is not usable."""
+        check_preset(self.preset)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose style or content")
+        self._check_integers()
+        _check_weight(self.content_weight)
+        if self.style_weights is not None:
+            _check_style_weights(self.style_weights)
+        color = self.preserve_color
+        if not (isinstance(color, (bool, np.bool_)) or color in COLOR_METHODS):
+            raise ValueError(f"preserve color must be True, False or one of "
+                             f"{', '.join(COLOR_METHODS)}, got {color!r}")
+        budgets = self.budgets(len(scale_sides(self.size)))
+        if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in budgets):
+            raise ValueError(f"evaluations per scale must be integers, got {budgets}")
+        if any(b < 1 for b in budgets):
+            raise ValueError(f"evaluations per scale must be at least 1, got {budgets}")
+        return self
+
+    def _check_integers(self) -> None:
+        for name in _INTEGERS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer, got {value!r}")
+        if not MIN_SIDE <= self.size <= MAX_SIZE:
+            raise ValueError(f"size must be between {MIN_SIDE} and {MAX_SIZE} px, got {self.size}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.pyramid_levels <= MAX_PYRAMID_LEVELS:
+            raise ValueError(f"pyramid levels must be between 0 and {MAX_PYRAMID_LEVELS}, got "
+                             f"{self.pyramid_levels}")
+        for name in _AT_LEAST_ONE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1, got "
+                                 f"{getattr(self, name)}")
+
+    @property
+    def color_method(self) -> str | None:
+        """The colour preservation method, or None for none."""
+        if self.preserve_color is True or self.preserve_color is np.True_:
+            return DEFAULT_COLOR_METHOD
+        return self.preserve_color or None
+
+    def style_fractions(self, styles: int) -> list[float]:
+        """The style weights normalised to sum to 1 (equal when not given)."""
+        if self.style_weights is None:
+            return [1.0 / styles] * styles
+        if len(self.style_weights) != styles:
+            raise InputError(f"{len(self.style_weights)} style weights given for {styles} style "
+                             f"image{'s' if styles != 1 else ''}")
+        total = float(sum(self.style_weights))
+        return [float(w) / total for w in self.style_weights]
+
+    @property
+    def final_weight(self) -> float:
+        """The content weight of the last scale: the given one, or the preset's default."""
+        return self.content_weight if self.content_weight is not None else DEFAULT_CONTENT_WEIGHT[self.preset]
+
+    def budgets(self, scales: int) -> list[int]:
+        """Evaluations (L-BFGS-B) or steps (RMSprop) for each of the last `scales` scales.
+
+        Defaults: RMSprop 200 steps per scale (the paper); L-BFGS-B fewer evaluations as the
+        scales get finer (120 at 64 px, 74 at 128, 45 at 256, 28 at 512, 20 at 1024), since
+        each finer scale starts from the coarser result and costs more (docs/defaults.md)."""
+        if self.evaluations is None:
+            sides = scale_sides(self.size)[-scales:]
+            if self.optimizer == "rmsprop":
+                return [200] * len(sides)
+            return [max(20, round(120 * (64 / side) ** 0.7)) for side in sides]
+        if isinstance(self.evaluations, (int, np.integer)):
+            return [self.evaluations] * scales
+        budgets = list(self.evaluations)
+        if len(budgets) != scales:
+            raise ValueError(f"{len(budgets)} evaluation budgets given for {scales} scales")
+        return budgets
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+
+
+def _check_weight(weight: Any) -> None:
+    if weight is not None and not (_is_number(weight) and np.isfinite(weight) and weight > 0):
+        raise ValueError(f"content weight must be a positive number, got {weight}")
+
+
+def _check_style_weights(weights: Any) -> None:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray)) \
+            or len(weights) == 0:
+        raise ValueError(f"style weights must be a list of positive numbers, got {weights!r}")
+    for w in weights:
+        if not (_is_number(w) and np.isfinite(w) and w > 0):
+            raise ValueError(f"style weights must be positive numbers, got {w}")
