@@ -88,6 +88,68 @@ def run(name: str, content, style, **options) -> np.ndarray:
     return to_array(image)
 
 
+TILE = 144  # figure row height, px (each figure under 300 KB)
+
+
+def stack(rows: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Rows of different widths one above the other on white, left-aligned."""
+    width = max(r.shape[1] for r in rows)
+    canvas = np.ones((sum(r.shape[0] + gap for r in rows) - gap, width, 3), np.float32)
+    y = 0
+    for r in rows:
+        canvas[y:y + r.shape[0], :r.shape[1]] = r
+        y += r.shape[0] + gap
+    return canvas
+
+
+def pairs_figure(size: int) -> None:
+    rows = []
+    for content, style in PAIRS:
+        result = run(f"{Path(content).stem}-{Path(style).stem}", content, style, size=size,
+                     content_weight=DEFAULT_CONTENT_WEIGHT["paper"])
+        rows.append(labelled_row([to_array(load_pil(content)), to_array(load_pil(style)), result],
+                                 ["content", "style", f"{size} px, default options"],
+                                 height=TILE + 48))
+    save(stack(rows), "pairs.jpg")
+
+
+def guided_figure(options: dict) -> None:
+    guide = coffee_guide()
+    style, style_guide = two_styles()
+    guide.save(DOCS / "guide_coffee.png", optimize=True)
+    style_guide.save(DOCS / "guide_styles.png", optimize=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        style_path = Path(tmp) / "starry_and_wave.png"
+        style.save(style_path)
+        guided = run("guided", COFFEE, style_path, content_guide=guide, style_guide=style_guide,
+                     **options)
+    guides = load_guides(guide, style_guide)
+    masks = [colour_map(guides.content_labels, guides.pairs.content_colours),
+             colour_map(guides.style_labels, guides.pairs.style_colours)]
+    top = labelled_row([to_array(load_pil(COFFEE)), to_array(masks[0]), guided],
+                       ["content", "content guide (as read)", "guided result"], height=TILE + 16)
+    bottom = labelled_row([to_array(style), to_array(masks[1])],
+                          ["style: two paintings side by side", "style guide (as read)"],
+                          height=round(TILE * 0.75))
+    save(stack([top, bottom]), "guided.png")
+
+
+def colour_and_mix_figures(options: dict, only: set[str]) -> None:
+    starry = run("cat-starry", CAT, STARRY, **options)
+    if "color" in only:
+        content = to_array(load_pil(CAT))
+        row = [content, starry, preserve_colors(starry, content, "luminance"),
+               preserve_colors(starry, content, "statistics")]
+        save(labelled_row(row, ["content", "stylised", "--preserve-color (luminance)",
+                                "--color-method statistics"], height=TILE), "preserve_color.png")
+    if "mix" in only:
+        wave = run("cat-wave", CAT, WAVE, **options)
+        mix = run("cat-mix", CAT, [STARRY, WAVE], style_weights=(0.5, 0.5), **options)
+        save(labelled_row([starry, mix, wave],
+                          ["Starry Night", "both, --style-weight 0.5,0.5", "Great Wave"],
+                          height=TILE), "style_mix.png")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
@@ -100,65 +162,12 @@ def main() -> None:
     options = dict(size=args.size, evaluations=budgets if len(budgets) > 1 else budgets[0],
                    content_weight=args.content_weight)
     only = set(args.only.split(","))
-    tile = 144  # figure row height, px (each figure under 300 KB)
-
     if "pairs" in only:
-        rows = []
-        for content, style in PAIRS:
-            result = run(f"{Path(content).stem}-{Path(style).stem}", content, style,
-                         size=args.pairs_size, content_weight=DEFAULT_CONTENT_WEIGHT["paper"])
-            rows.append(labelled_row([to_array(load_pil(content)), to_array(load_pil(style)), result],
-                                     ["content", "style", f"{args.pairs_size} px, default options"],
-                                     height=tile + 48))
-        width = max(r.shape[1] for r in rows)
-        canvas = np.ones((sum(r.shape[0] + 6 for r in rows) - 6, width, 3), np.float32)
-        y = 0
-        for r in rows:
-            canvas[y:y + r.shape[0], :r.shape[1]] = r
-            y += r.shape[0] + 6
-        save(canvas, "pairs.jpg")
-
+        pairs_figure(args.pairs_size)
     if "guided" in only:
-        guide = coffee_guide()
-        style, style_guide = two_styles()
-        guide.save(DOCS / "guide_coffee.png", optimize=True)
-        style_guide.save(DOCS / "guide_styles.png", optimize=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            style_path = Path(tmp) / "starry_and_wave.png"
-            style.save(style_path)
-            guided = run("guided", COFFEE, style_path, content_guide=guide,
-                         style_guide=style_guide, **options)
-        guides = load_guides(guide, style_guide)
-        masks = [colour_map(guides.content_labels, guides.pairs.content_colours),
-                 colour_map(guides.style_labels, guides.pairs.style_colours)]
-        top = labelled_row([to_array(load_pil(COFFEE)), to_array(masks[0]), guided],
-                           ["content", "content guide (as read)", "guided result"],
-                           height=tile + 16)
-        bottom = labelled_row([to_array(style), to_array(masks[1])],
-                              ["style: two paintings side by side", "style guide (as read)"],
-                              height=round(tile * 0.75))
-        canvas = np.ones((top.shape[0] + bottom.shape[0] + 6, max(top.shape[1], bottom.shape[1]), 3),
-                         np.float32)
-        canvas[:top.shape[0], :top.shape[1]] = top
-        canvas[top.shape[0] + 6:, :bottom.shape[1]] = bottom
-        save(canvas, "guided.png")
-
-    results = {}
+        guided_figure(options)
     if "color" in only or "mix" in only:
-        results["starry"] = run("cat-starry", CAT, STARRY, **options)
-    if "color" in only:
-        content = to_array(load_pil(CAT))
-        row = [content, results["starry"],
-               preserve_colors(results["starry"], content, "luminance"),
-               preserve_colors(results["starry"], content, "statistics")]
-        save(labelled_row(row, ["content", "stylised", "--preserve-color (luminance)",
-                                "--color-method statistics"], height=tile), "preserve_color.png")
-    if "mix" in only:
-        results["wave"] = run("cat-wave", CAT, WAVE, **options)
-        results["mix"] = run("cat-mix", CAT, [STARRY, WAVE], style_weights=(0.5, 0.5), **options)
-        save(labelled_row([results["starry"], results["mix"], results["wave"]],
-                          ["Starry Night", "both, --style-weight 0.5,0.5", "Great Wave"],
-                          height=tile), "style_mix.png")
+        colour_and_mix_figures(options, only)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import ostransfer
 from ostransfer.cli import app
 from ostransfer.files import sample_image
-from ostransfer.research.charts import _line_chart_pillow, line_chart
+from ostransfer.research.charts import line_chart
 from ostransfer.nets.vgg16 import conv_flops
 from ostransfer.research.measure import loss_flops
 
@@ -50,8 +50,7 @@ def test_line_chart_writes_a_png(tmp_path):
     from PIL import Image
 
     series = {"ours": [3.0, 2.5, 2.0, 1.9], "torch": [3.0, 2.6, 2.1, 1.8]}
-    for path in (_line_chart_pillow(tmp_path / "a.png", series, "t", "x", "y", [2.5]),
-                 line_chart(tmp_path / "b.png", series, title="t", vlines=[2.5])):
+    for path in (line_chart(tmp_path / "b.png", series, title="t", vlines=[2.5]),):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size[0] > 300
             colours = {c for _, c in image.convert("RGB").getcolors(1 << 20)}

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ostransfer.method import losses
+from ostransfer.presets import PRESETS
 from ostransfer.research.host import torch_available
 
 
@@ -74,25 +75,19 @@ def ort_matmul(n: int, d: int, m: int) -> Callable[[np.ndarray, np.ndarray], obj
     return lambda a, b: session.run(None, {"a": a, "b": b})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", "-n", type=int, default=1024)
-    parser.add_argument("--style-samples", "-m", type=int, default=5000)
-    parser.add_argument("--dim", "-d", type=int, default=2179)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--no-torch", action="store_true")
-    args = parser.parse_args()
-    n, m, d = args.samples, args.style_samples, args.dim
-    rng = np.random.default_rng(0)
-    x, c, s = features(rng, n, d), features(rng, n, d), features(rng, m, d)
-    style, content = losses.style_target(s), losses.content_target(c)
-    weight = {"paper": 4096.0, "strotss": 2.0}
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+WEIGHT = {"paper": 4096.0, "strotss": 2.0}
 
+
+def ours_items(x, c, s, rng) -> dict[str, Callable[[], object]]:
+    """Our losses, each term alone, the bare products and the matmul rate, by name."""
+    n, d = x.shape
+    m = s.shape[0]
+    style, content = losses.style_target(s), losses.content_target(c)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     items: dict[str, Callable[[], object]] = {}
-    for preset in losses.PRESETS:
+    for preset in PRESETS:
         items[f"ours total ({preset})"] = (
-            lambda p=preset: losses.total_loss(x, content, style, p, weight[p]))
+            lambda p=preset: losses.total_loss(x, content, style, p, WEIGHT[p]))
     items["  remd"] = lambda: losses.remd_style_loss(x, style)
     items["  moment"] = lambda: losses.moment_loss(x, style)
     items["  content"] = lambda: losses.content_loss(x, content, "paper")
@@ -104,36 +99,46 @@ def main() -> None:
     items["REMD product, ORT MatMul"] = lambda: run_ort(unit, style_t)
     a = rng.standard_normal((2048, 2048), dtype=np.float32)
     items["matmul 2048^3"] = lambda: a @ a
+    return items
 
-    if torch_available() and not args.no_torch:
-        import torch
 
-        from ostransfer.research import torch_reference as tr
-        from ostransfer.research.torch_objective import TorchLosses
+def torch_items(x, c, s) -> dict[str, Callable[[], object]]:
+    """torch autograd of the same formulas, one item per preset."""
+    import torch
 
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-        for preset in losses.PRESETS:
-            theirs = TorchLosses(s, preset)
-            theirs.set_content(torch.from_numpy(c))
+    from ostransfer.research import torch_reference as tr
+    from ostransfer.research.torch_objective import TorchLosses
 
-            def torch_step(t=theirs, p=preset) -> None:
-                xt = torch.tensor(x, requires_grad=True)
-                loss = tr.combine(t.terms(xt), p, weight[p])
-                loss.backward()
-            items[f"torch total ({preset})"] = torch_step
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    items: dict[str, Callable[[], object]] = {}
+    for preset in PRESETS:
+        theirs = TorchLosses(s, preset)
+        theirs.set_content(torch.from_numpy(c))
 
+        def torch_step(t=theirs, p=preset) -> None:
+            xt = torch.tensor(x, requires_grad=True)
+            loss = tr.combine(t.terms(xt), p, WEIGHT[p])
+            loss.backward()
+        items[f"torch total ({preset})"] = torch_step
+    return items
+
+
+def interleaved_medians(items: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each item over `rounds` rounds, items interleaved (round 0 warms up)."""
     times: dict[str, list[float]] = {name: [] for name in items}
-    for rnd in range(args.rounds + 1):
+    for rnd in range(rounds + 1):
         for name, step in items.items():
             t0 = time.perf_counter()
             step()
-            if rnd:  # round 0 warms up
+            if rnd:
                 times[name].append(time.perf_counter() - t0)
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
+
+def report(med: dict[str, float], n: int, m: int, d: int, rounds: int) -> None:
     flops = 2 * n * m * d + 3 * n * n * d + 3 * n * d * d
     rate = 2 * 2048 ** 3 / med["matmul 2048^3"] / 1e9
-    print(f"N={n} M={m} D={d} float32, median of {args.rounds} rounds (items interleaved)")
+    print(f"N={n} M={m} D={d} float32, median of {rounds} rounds (items interleaved)")
     for name, t in med.items():
         print(f"  {name:26s} {t * 1e3:8.1f} ms")
     print(f"numpy matmul rate {rate:.0f} GFLOP/s; the products ({flops / 1e9:.1f} GFLOP, "
@@ -142,12 +147,29 @@ def main() -> None:
     remd_flops = 2 * n * m * d / 1e9
     print(f"REMD product: numpy {remd_flops / med['REMD product, numpy']:.0f} GFLOP/s, ONNX "
           f"Runtime MatMul {remd_flops / med['REMD product, ORT MatMul']:.0f} GFLOP/s")
-    for preset in losses.PRESETS:
+    for preset in PRESETS:
         ours = med[f"ours total ({preset})"]
         line = (f"{preset}: ours / products alone = {ours / med['products alone (floor)']:.2f}")
         if f"torch total ({preset})" in med:
             line += f"; ours / torch autograd = {ours / med[f'torch total ({preset})']:.2f}"
         print(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", "-n", type=int, default=1024)
+    parser.add_argument("--style-samples", "-m", type=int, default=5000)
+    parser.add_argument("--dim", "-d", type=int, default=2179)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    n, m, d = args.samples, args.style_samples, args.dim
+    rng = np.random.default_rng(0)
+    x, c, s = features(rng, n, d), features(rng, n, d), features(rng, m, d)
+    items = ours_items(x, c, s, rng)
+    if torch_available() and not args.no_torch:
+        items.update(torch_items(x, c, s))
+    report(interleaved_medians(items, args.rounds), n, m, d, args.rounds)
 
 
 if __name__ == "__main__":

@@ -48,24 +48,19 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from ostransfer.nets.vgg16 import conv_flops  # noqa: E402
+import bench_vgg_report  # noqa: E402 - beside this script
+import bench_vgg_workloads  # noqa: E402 - beside this script
 from ostransfer.research.host import host_info, peak_rss  # noqa: E402
 
 CONFIGS = ("ort-fwd", "ort-vjp", "torch-fwd", "torch-vjp")
 PROBES = ("peak-matmul", "peak-conv")
 LABELS = {"ort-fwd": "ort fwd", "ort-vjp": "ort fwd+VJP", "torch-fwd": "torch fwd",
           "torch-vjp": "torch fwd+VJP", "peak-matmul": "numpy matmul", "peak-conv": "ort conv"}
-MATMUL_N = 4096  # peak probe: (n x n) @ (n x n) float32
-CONV_PROBE = (256, 256, 128, 128)  # peak probe: Cin, Cout, H, W of one 3x3 pad-1 conv
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------
-# FLOPs, host, load, memory
-
-
-def step_flops(kind: str, size: int) -> int:
-    return conv_flops(size, size) * (2 if kind.endswith("vjp") else 1)
+# Host load and memory
 
 
 def loadavg() -> str:
@@ -114,135 +109,7 @@ def wait_for_quiet(max_foreign: float, timeout: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Workloads (each built inside its own worker process)
-
-
-def _image(size: int):
-    import numpy as np
-
-    return np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
-
-
-def _upstream_grads(size: int) -> dict:
-    import numpy as np
-
-    from ostransfer.nets.vgg16 import FEATURE_LAYERS, LAYER_BY_NAME, map_shape
-
-    rng = np.random.default_rng(1)
-    out = {}
-    for name in FEATURE_LAYERS:
-        layer = LAYER_BY_NAME[name]
-        out[name] = rng.standard_normal(map_shape(size, size, layer.channels, layer.pools),
-                                        dtype=np.float32)
-    return out
-
-
-def make_ort(kind: str, size: int, threads: int) -> Callable[[], object]:
-    """A zero-argument step for ort-fwd / ort-vjp on the package's engine."""
-    from ostransfer.nets.engine import VGGFeatures
-
-    engine = VGGFeatures("cpu", threads=threads)
-    image = _image(size)
-    if kind == "ort-fwd":
-        return lambda: engine.forward(image)
-    grads = _upstream_grads(size)
-
-    def step():
-        engine.forward(image)
-        return engine.backward(grads)
-
-    return step
-
-
-def make_torch(kind: str, size: int, threads: int) -> Callable[[], object]:
-    import torch
-
-    from ostransfer.nets.provision import fetch_weights
-    from ostransfer.nets.vgg16 import FEATURE_LAYERS
-    from ostransfer.nets.weights import load_vgg16_weights
-    from ostransfer.research.torch_reference import TorchVGG16
-
-    torch.set_num_threads(threads)
-    vgg = TorchVGG16(load_vgg16_weights(fetch_weights()), dtype=torch.float32)
-    image = torch.from_numpy(_image(size)).permute(2, 0, 1).unsqueeze(0).contiguous()
-    if kind == "torch-fwd":
-        def step():
-            with torch.no_grad():
-                return vgg(image)
-
-        return step
-    grads = [torch.from_numpy(g) for g in _upstream_grads(size).values()]
-
-    def step():
-        x = image.detach().requires_grad_(True)
-        maps = vgg(x)
-        (grad,) = torch.autograd.grad([maps[n] for n in FEATURE_LAYERS], [x], grads)
-        return grad
-
-    return step
-
-
-def make_peak_matmul(threads: int) -> tuple[Callable[[], object], int]:
-    import numpy as np
-
-    try:  # numpy's BLAS pool (the environment variables set by the parent work too)
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-    except ImportError:
-        pass
-    rng = np.random.default_rng(2)
-    a = rng.standard_normal((MATMUL_N, MATMUL_N), dtype=np.float32)
-    b = rng.standard_normal((MATMUL_N, MATMUL_N), dtype=np.float32)
-    out = np.empty_like(a)
-    return (lambda: np.matmul(a, b, out=out)), 2 * MATMUL_N ** 3
-
-
-def make_peak_conv(threads: int) -> tuple[Callable[[], object], int]:
-    import numpy as np
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    cin, cout, h, w = CONV_PROBE
-    rng = np.random.default_rng(3)
-    weight = numpy_helper.from_array(
-        (rng.standard_normal((cout, cin, 3, 3)) * 0.02).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
-        "conv_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, w])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cout, h, w])], [weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    x = rng.random((1, cin, h, w), dtype=np.float32)
-    y = np.empty((1, cout, h, w), dtype=np.float32)
-    binding = session.io_binding()
-    binding.bind_input("x", "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
-    binding.bind_output("y", "cpu", 0, np.float32, list(y.shape), y.ctypes.data)
-
-    def step(keep=(x, y)):  # the binding points into x and y: keep them alive
-        session.run_with_iobinding(binding)
-
-    return step, 2 * cin * cout * 9 * h * w
-
-
-def build(kind: str, size: int, threads: int) -> tuple[Callable[[], object], int]:
-    """(step, FLOPs per step) of a configuration or probe."""
-    if kind.startswith("ort-"):
-        return make_ort(kind, size, threads), step_flops(kind, size)
-    if kind.startswith("torch-"):
-        return make_torch(kind, size, threads), step_flops(kind, size)
-    if kind == "peak-matmul":
-        return make_peak_matmul(threads)
-    if kind == "peak-conv":
-        return make_peak_conv(threads)
-    raise ValueError(f"unknown configuration {kind!r}")
+# The worker side (its workloads are in bench_vgg_workloads)
 
 
 def serve(step: Callable[[], object], warmup: int, info: dict) -> None:
@@ -266,7 +133,7 @@ def serve(step: Callable[[], object], warmup: int, info: dict) -> None:
 
 def worker_main(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
-    step, flops = build(args.worker, args.size, args.threads)
+    step, flops = bench_vgg_workloads.build(args.worker, args.size, args.threads)
     serve(step, args.warmup, {"setup_s": time.perf_counter() - t0, "flops": flops})
 
 
@@ -381,17 +248,7 @@ def run_set(kinds: list[tuple[str, int]], args: argparse.Namespace, log) -> tupl
     return rounds, summaries
 
 
-def fmt_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -419,14 +276,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker_main(args)
-        return
+    return parser.parse_args(argv)
 
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def chosen_configs(args: argparse.Namespace) -> list[str]:
+    """The configurations to run: without the torch ones when torch is absent or refused."""
     configs = [c for c in args.configs if not (args.no_torch and c.startswith("torch"))]
     if any(c.startswith("torch") for c in configs):
         try:
@@ -434,6 +292,31 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             log("torch is not installed: skipping the torch reference")
             configs = [c for c in configs if not c.startswith("torch")]
+    return configs
+
+
+def measure(sets: list[list[tuple[str, int]]], args: argparse.Namespace
+            ) -> tuple[dict[int, list], dict[tuple[str, int], list[dict]]]:
+    """Every set of workers `args.repeats` times: (per-round times by size, summaries)."""
+    rounds: dict[int, list] = {}
+    raw: dict[tuple[str, int], list[dict]] = {}
+    for rep in range(args.repeats):
+        for kinds in sets:
+            log(f"[{rep + 1}/{args.repeats}] " + ", ".join(
+                f"{LABELS[k]}{f' {s}' if s else ''}" for k, s in kinds))
+            r, summaries = run_set(kinds, args, log)
+            rounds.setdefault(kinds[0][1], []).extend(r)
+            for key, summary in summaries.items():
+                raw.setdefault(key, []).append(summary)
+    return rounds, raw
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args)
+        return
+    configs = chosen_configs(args)
     host = host_info("cpu")
     info = {"host": host, "threads": args.threads, "runs": args.runs, "warmup": args.warmup,
             "repeats": args.repeats, "max_foreign": args.max_foreign,
@@ -445,77 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"threads {args.threads}; {args.warmup} warm-up calls per worker, {args.runs} "
           f"interleaved rounds x {args.repeats} worker set(s); load average {info['loadavg_start']}",
           flush=True)
-
     sets = ([[(p, 0) for p in PROBES]] if not args.no_peak else [])
     sets += [[(c, s) for c in configs] for s in args.sizes]
-    rounds: dict[int, list] = {}
-    raw: dict[tuple[str, int], list[dict]] = {}
-    for rep in range(args.repeats):
-        for kinds in sets:
-            log(f"[{rep + 1}/{args.repeats}] " + ", ".join(
-                f"{LABELS[k]}{f' {s}' if s else ''}" for k, s in kinds))
-            r, summaries = run_set(kinds, args, log)
-            rounds.setdefault(kinds[0][1], []).extend(r)
-            for key, summary in summaries.items():
-                raw.setdefault(key, []).append(summary)
+    rounds, raw = measure(sets, args)
     info["loadavg_end"] = loadavg()
-
-    rows = {}
-    for (kind, size), parts in raw.items():
-        times = [t for p in parts for t in p["times"]]
-        if not times:
-            continue
-        median = statistics.median(times)
-        rows[(kind, size)] = {
-            "kind": kind, "size": size, "label": LABELS[kind], "median_s": median,
-            "min_s": min(times), "max_s": max(times), "calls": len(times),
-            "peak_rss": max(p["peak_rss"] for p in parts),
-            "gflops": parts[0]["flops"] / median / 1e9, "flops": parts[0]["flops"],
-            "foreign_mean": statistics.fmean(f for p in parts for f in p["foreign"]),
-            "discarded": sum(p["discarded"] for p in parts),
-            "setup_s": statistics.median(p["setup_s"] for p in parts)}
-
-    peaks = {k: rows[(k, 0)] for k in PROBES if (k, 0) in rows}
-    if peaks:
-        cin, cout, h, w = CONV_PROBE
-        desc = {"peak-matmul": f"{MATMUL_N}x{MATMUL_N} @ {MATMUL_N}x{MATMUL_N}",
-                "peak-conv": f"3x3 conv {cin}->{cout} ch at {h}x{w}"}
-        print("\nmeasured peak (float32)")
-        print(fmt_table(["probe", "what", "median s", "GFLOP/s"],
-                        [[LABELS[k], desc[k], f"{r['median_s']:.3f}", f"{r['gflops']:.1f}"]
-                         for k, r in peaks.items()]))
-
-    headers = ["size", "config", "median s", "min s", "max s", "peak RSS GB", "GFLOP/s"]
-    headers += [f"% {LABELS[k]}" for k in peaks] + ["other load", "redone"]
-    table = []
-    for kind, size in [job for kinds in sets for job in kinds if job[1]]:
-        r = rows.get((kind, size))
-        if r is None:
-            continue
-        table.append([str(size), LABELS[kind], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
-                      f"{r['max_s']:.3f}", f"{r['peak_rss'] / 1e9:.2f}", f"{r['gflops']:.1f}"]
-                     + [f"{100 * r['gflops'] / p['gflops']:.0f}" for p in peaks.values()]
-                     + [f"{r['foreign_mean']:.2f}", str(r["discarded"])])
-    print(f"\nVGG16 relu1_1..relu5_3: {conv_flops(512, 512) / 1e9:.1f} GFLOP of convolution "
-          "per forward at 512 px (fwd+VJP: twice that)")
-    print(fmt_table(headers, table))
-
-    ratios = []
-    for size in args.sizes:
-        for mode, name in (("fwd", "fwd"), ("vjp", "fwd+VJP")):
-            o, t = f"ort-{mode}@{size}", f"torch-{mode}@{size}"
-            per_round = [r[o] / r[t] for r in rounds.get(size, []) if o in r and t in r]
-            if per_round:
-                ro, rt = rows[(f"ort-{mode}", size)], rows[(f"torch-{mode}", size)]
-                ratios.append([str(size), name, f"{statistics.median(per_round):.2f}",
-                               f"{min(per_round):.2f}-{max(per_round):.2f}",
-                               f"{ro['peak_rss'] / rt['peak_rss']:.2f}"])
-    if ratios:
-        print("\nORT / torch (time: median and range of the per-round ratios)")
-        print(fmt_table(["size", "step", "time ratio", "range", "peak RSS ratio"], ratios))
-    print(f"\nload average at the end: {info['loadavg_end']}. 'other load': mean cores used by "
-          "other processes during the kept calls; 'redone': calls discarded for other load.")
-
+    rows = bench_vgg_report.summarise(raw, LABELS)
+    bench_vgg_report.print_report(rows, rounds, sets, args.sizes, info, LABELS, PROBES,
+                                  bench_vgg_workloads.CONV_PROBE, bench_vgg_workloads.MATMUL_N)
     if args.json:
         info["results"] = list(rows.values())
         info["rounds"] = {str(k): v for k, v in rounds.items()}

@@ -7,13 +7,14 @@ prints tables (or JSON with ``--json``). Progress messages go to stderr.
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 from rich.markup import escape
 
-from .common import DEVICE_HELP, UsageError, clear_errors, err, fail, parse_ints
+from .common import UsageError, clear_errors, err, fail, parse_ints
 
 app = typer.Typer()
 
@@ -52,6 +53,16 @@ def _table(title: str, headers: list[str]):
     for i, header in enumerate(headers):
         table.add_column(header, justify="left" if i == 0 else "right")
     return table
+
+
+def _show(report: dict, json_out: bool, printer) -> None:
+    """The report as JSON on stdout, or as the printer's tables."""
+    from ..research.report import dumps
+
+    if json_out:
+        typer.echo(dumps(report))
+    else:
+        printer(report)
 
 
 def _fail_on_runtime(exc: Exception) -> None:
@@ -151,10 +162,9 @@ def compare(
     peak memory per evaluation; then a short L-BFGS-B run with both from the same start on
     the same sample sets, with the loss curves as numbers and a PNG."""
     from ..research.host import torch_available
-    from ..research.report import dumps
 
-    if not torch_available():
-        fail(escape("compare needs torch: pip install 'ostransfer[compare]'"))
+    if not torch_available() or find_spec("matplotlib") is None:
+        fail(escape("compare needs torch and matplotlib: pip install 'ostransfer[compare]'"))
     from ..research.compare import CompareSettings, run_compare  # imports torch
 
     with clear_errors():
@@ -173,10 +183,7 @@ def compare(
                 run_dtype=run_dtype), log=_logger(quiet))
         except RuntimeError as exc:
             _fail_on_runtime(exc)
-    if json_out:
-        typer.echo(dumps(report))
-    else:
-        print_compare(report)
+    _show(report, json_out, print_compare)
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,7 +225,6 @@ def score(
 
     Each image is resized to the content's size and read at one large seeded sample set;
     the output has each loss term (unweighted) and the preset's total, lower is better."""
-    from ..research.report import dumps
     from ..research.score import run_score
 
     with clear_errors():
@@ -226,10 +232,7 @@ def score(
                            content_weight=content_weight, samples=samples,
                            style_samples=style_samples, seed=seed, device=device,
                            log=_logger(quiet))
-    if json_out:
-        typer.echo(dumps(report))
-    else:
-        print_score(report)
+    _show(report, json_out, print_score)
 
 
 # ---------------------------------------------------------------------------------------

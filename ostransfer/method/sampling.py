@@ -70,7 +70,7 @@ class Hypercolumns:
     """
 
     def __init__(self, ys: np.ndarray, xs: np.ndarray, height: int, width: int,
-                 layers: tuple[Layer, ...], xp=np):
+                 layers: tuple[Layer, ...], *, xp=np):
         self.xp = xp
         self.layers = layers
         self.n = len(ys)

@@ -25,10 +25,10 @@ from ..method.objective import style_hypercolumns
 from ..method.sampling import grid_locations
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
-from ..nets.vgg16 import hypercolumn_dim
+from ..nets.vgg16 import conv_flops, hypercolumn_dim
 from ..presets import DEFAULT_CONTENT_WEIGHT, check_preset
 from .host import host_info, torch_available
-from .measure import conv_flops, gflops, loss_flops, run_child, save_inputs, temporary_folder
+from .measure import gflops, loss_flops, run_child, save_inputs, temporary_folder
 
 DEFAULT_SIZES = (128, 256, 512, 1024)
 SCHEMA = "ostransfer-bench/1"
@@ -58,6 +58,19 @@ def _side_row(result: dict[str, Any], vgg_flops: int, objective_flops: int,
     return row
 
 
+def _inputs(engine: VGGFeatures, images: tuple, size: int, preset: str, samples: int,
+            style_samples: int, folder: Path) -> tuple[Path, int]:
+    """The inputs of one size, written for the measurement children: (their file, N)."""
+    content, style = (to_array(resize(image, (size, size))) for image in images)
+    rng = np.random.default_rng(0)
+    style_feats = style_hypercolumns(engine, engine.xp.asarray(style), preset, style_samples, rng)
+    ys, xs = grid_locations(size, size, samples, rng)
+    image = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
+    path = save_inputs(folder, content=content, image=image,
+                       style_feats=np.array(to_numpy(style_feats), dtype=np.float32), ys=ys, xs=xs)
+    return path, len(ys)
+
+
 def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, repeat: int = 3, preset: str = "paper",
               samples: int = 1024, style_samples: int = 5000, with_torch: bool | None = None,
               threads: int | None = None, device: str = "cpu",
@@ -82,35 +95,23 @@ def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, repeat: int = 3, preset: str
     peak = run_child("peak", None, repeat=repeat, threads=threads, device=device)
     peak["threads"] = threads
     engine = VGGFeatures(device=device, threads=threads)
-    content_pil = load_pil(sample_image("content_chelsea.jpg"))
-    style_pil = load_pil(sample_image("style_starry_night.jpg"))
+    images = (load_pil(sample_image("content_chelsea.jpg")),
+              load_pil(sample_image("style_starry_night.jpg")))
     results = []
     with temporary_folder() as folder:
         for size in sizes:
-            content = to_array(resize(content_pil, (size, size)))
-            style = to_array(resize(style_pil, (size, size)))
-            rng = np.random.default_rng(0)
-            style_feats = style_hypercolumns(engine, engine.xp.asarray(style), preset,
-                                             style_samples, rng)
-            style_feats = np.array(to_numpy(style_feats), dtype=np.float32)
-            ys, xs = grid_locations(size, size, samples, rng)
-            image = initial_image(content, style.reshape(-1, 3).mean(axis=0), None, last=False)
-            inputs = save_inputs(Path(folder), content=content, image=image,
-                                 style_feats=style_feats, ys=ys, xs=xs)
+            inputs, n = _inputs(engine, images, size, preset, samples, style_samples, Path(folder))
             vgg_flops = 2 * conv_flops(size, size)
-            objective_flops = vgg_flops + loss_flops(len(ys), style_samples, hypercolumn_dim(preset))
-            row: dict[str, Any] = {"size": size, "width": size, "height": size,
-                                   "samples": len(ys), "vgg_gflop": vgg_flops / 1e9,
-                                   "objective_gflop": objective_flops / 1e9}
-            say(f"{size} px: ours")
-            ours = run_child("ours", inputs, preset, weight, repeat, threads, device, vgg=True)
-            row["ours"] = _side_row(ours, vgg_flops, objective_flops, peak["gflops"])
-            row["torch"] = None
+            objective_flops = vgg_flops + loss_flops(n, style_samples, hypercolumn_dim(preset))
+            row: dict[str, Any] = {"size": size, "width": size, "height": size, "samples": n,
+                                   "vgg_gflop": vgg_flops / 1e9,
+                                   "objective_gflop": objective_flops / 1e9, "torch": None}
+            for side in ("ours", "torch") if with_torch else ("ours",):
+                say(f"{size} px: {side}")
+                measured = run_child(side, inputs, preset, weight, repeat, threads, device,
+                                     vgg=True)
+                row[side] = _side_row(measured, vgg_flops, objective_flops, peak["gflops"])
             if with_torch:
-                say(f"{size} px: torch")
-                theirs = run_child("torch", inputs, preset, weight, repeat, threads, device,
-                                   vgg=True)
-                row["torch"] = _side_row(theirs, vgg_flops, objective_flops, peak["gflops"])
                 row["vgg_speedup"] = row["torch"]["vgg_s"] / row["ours"]["vgg_s"]
                 row["objective_speedup"] = row["torch"]["objective_s"] / row["ours"]["objective_s"]
                 row["memory_ratio"] = row["torch"]["peak_rss_mb"] / row["ours"]["peak_rss_mb"]

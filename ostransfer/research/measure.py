@@ -24,7 +24,7 @@ import numpy as np
 from ..method import losses
 from ..method.objective import Objective
 from ..nets.engine import VGGFeatures
-from ..nets.vgg16 import FEATURE_LAYERS, LAYER_BY_NAME, conv_flops, map_shape
+from ..nets.vgg16 import FEATURE_LAYERS, LAYER_BY_NAME, map_shape
 from .host import peak_rss
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def _sync_for(engine) -> Callable[[], None] | None:
     return None
 
 
-def _upstream_grads(height: int, width: int, seed: int = 1) -> dict[str, np.ndarray]:
+def upstream_grads(height: int, width: int, seed: int = 1) -> dict[str, np.ndarray]:
     """Dense random upstream gradients for the layers the engine's VJP takes."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -126,6 +126,17 @@ def _upstream_grads(height: int, width: int, seed: int = 1) -> dict[str, np.ndar
         out[name] = rng.standard_normal(map_shape(height, width, layer.channels, layer.pools),
                                         dtype=np.float32)
     return out
+
+
+def _time_objective(result: dict[str, Any], call: Callable[[], float], repeat: int,
+                    sync: Callable[[], None] | None) -> None:
+    """Time ``call`` (one evaluation, returning the loss) into ``result``: its timing, the
+    last loss, the peak RSS after the setup and after the calls."""
+    result["setup_rss"] = peak_rss()
+    loss = []
+    result["objective"] = time_calls(lambda: loss.append(call()), repeat, sync=sync)
+    result["loss"] = loss[-1]
+    result["peak_rss"] = peak_rss()
 
 
 def measure_ours(inputs: dict[str, np.ndarray], preset: str, content_weight: float,
@@ -142,16 +153,11 @@ def measure_ours(inputs: dict[str, np.ndarray], preset: str, content_weight: flo
     objective = Objective(engine, xp.asarray(content), target, preset, content_weight, len(ys))
     objective.set_locations(ys, xs)
     image_dev = xp.asarray(image)
-    setup_rss = peak_rss()
-    result: dict[str, Any] = {"side": "ours", "device": device, "setup_rss": setup_rss}
-    loss = []
-    result["objective"] = time_calls(lambda: loss.append(objective(image_dev)[0]), repeat,
-                                     sync=sync)
-    result["loss"] = loss[-1]
-    result["peak_rss"] = peak_rss()
+    result: dict[str, Any] = {"side": "ours", "device": device}
+    _time_objective(result, lambda: objective(image_dev)[0], repeat, sync)
     if vgg:
         height, width = image.shape[:2]
-        grads = {k: xp.asarray(v) for k, v in _upstream_grads(height, width).items()}
+        grads = {k: xp.asarray(v) for k, v in upstream_grads(height, width).items()}
 
         def step():
             engine.forward(image_dev)
@@ -168,7 +174,7 @@ def measure_torch(inputs: dict[str, np.ndarray], preset: str, content_weight: fl
     """The same as ``measure_ours`` for the torch-autograd side (float32)."""
     import torch
 
-    from .compare import TorchObjective, load_torch_vgg
+    from .torch_objective import TorchObjective, load_torch_vgg
 
     if threads:
         torch.set_num_threads(threads)
@@ -180,18 +186,13 @@ def measure_torch(inputs: dict[str, np.ndarray], preset: str, content_weight: fl
                                content_weight, len(ys))
     objective.set_locations(ys, xs)
     image = inputs["image"]
-    setup_rss = peak_rss()
-    result: dict[str, Any] = {"side": "torch", "device": torch_device, "setup_rss": setup_rss,
+    result: dict[str, Any] = {"side": "torch", "device": torch_device,
                               "torch_threads": torch.get_num_threads()}
-    loss = []
-    result["objective"] = time_calls(lambda: loss.append(objective(image)[0]), repeat,
-                                     sync=sync)
-    result["loss"] = loss[-1]
-    result["peak_rss"] = peak_rss()
+    _time_objective(result, lambda: objective(image)[0], repeat, sync)
     if vgg:
         height, width = image.shape[:2]
         grads = [torch.from_numpy(g).to(torch_device)
-                 for g in _upstream_grads(height, width).values()]
+                 for g in upstream_grads(height, width).values()]
         x0 = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)[None])).to(torch_device)
 
         def step():
