@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -21,14 +22,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | bytes | memoryview,
-                 mode: int | None = None) -> Path:
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | bytes | memoryview
+                 ) -> Path:
     """Write a file so that readers see the old file or the whole new one, never a part.
 
     ``write`` is the bytes, or a function that writes into the open binary file. The data go
-    to a temporary file in the target's folder, are flushed to disk, get ``mode`` (when
-    given) and are renamed over the target; on any error the temporary file is removed and
-    the error propagates."""
+    to a temporary file in the target's folder, are flushed to disk, get the mode a plain
+    open() would give (the replaced file's, else 0o666 less the umask) and are renamed over
+    the target; on any error the temporary file is removed and the error propagates."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
@@ -40,13 +41,22 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], None] | b
                 f.write(write)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a plain open() would give (mkstemp's files are 0o600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def sample_image(name: str) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,3 +232,38 @@ def test_bench_json_has_the_expected_keys(tmp_path):
         assert row["vgg_speedup"] > 0 and row["objective_speedup"] > 0
         # both sides evaluated the same objective on the same inputs
         assert row["ours"]["loss"] == pytest.approx(row["torch"]["loss"], rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate
+
+
+def test_evaluate_ranks_the_content_and_the_style_first(tmp_path, capsys):
+    from PIL import Image
+
+    from ostransfer.cli.research import print_evaluate
+
+    content, style = tmp_path / "content.png", tmp_path / "style.png"
+    Image.open(CONTENT).resize((96, 64)).save(content)
+    Image.open(STYLE).resize((96, 60)).save(style)
+    blend = tmp_path / "blend.png"
+    Image.blend(Image.open(content), Image.open(style).resize((96, 64)), 0.5).save(blend)
+    result = invoke(["evaluate", content, style, content, style, blend, "--json", "-q"])
+    rows = {Path(r["image"]).name: r for r in json.loads(result.stdout)["images"]}
+    assert rows["content.png"]["content"] == 0 and rows["content.png"]["ranks"]["content"] == 1
+    assert rows["style.png"]["style"] == 0 and rows["style.png"]["colour"] == 0
+    assert rows["style.png"]["ranks"]["style"] == rows["style.png"]["ranks"]["colour"] == 1
+    blended = rows["blend.png"]
+    assert 0 < blended["content"] < rows["style.png"]["content"]
+    assert 0 < blended["style"] < rows["content.png"]["style"]
+    assert blended["style_chroma"] == rows["content.png"]["style_chroma"] > 0
+    print_evaluate(json.loads(result.stdout))
+    assert "content LPIPS" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_bad_image_in_one_line(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    result = runner.invoke(app, ["evaluate", str(CONTENT), str(STYLE), str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {bad}: not an image file Pillow can read"

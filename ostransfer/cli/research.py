@@ -1,4 +1,5 @@
-"""The researchers' commands: compare (against torch autograd), score, bench.
+"""The researchers' commands: evaluate (independent quality measures), compare (against
+torch autograd), score, bench.
 
 The work is done in ``research.compare`` (which imports torch, so it is imported only when
 ``compare`` runs), ``research.score`` and ``research.bench``; this module parses options and
@@ -67,6 +68,44 @@ def _show(report: dict, json_out: bool, printer) -> None:
 
 def _fail_on_runtime(exc: Exception) -> None:
     fail(escape(str(exc)), code=1)
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate
+
+
+def print_evaluate(report: dict) -> None:
+    out = _stdout()
+    rows = report["images"]
+    style_chroma = rows[0]["style_chroma"] if rows else float("nan")
+    table = _table("Quality (independent of the STROTSS losses; lower is better on the first "
+                   "three, rank in brackets)",
+                   ["image", "content LPIPS", "style SWD", "colour SWD (Lab)",
+                    f"chroma (style {style_chroma:.1f})"])
+    for row in rows:
+        cells = [f"{row[k]:.4g} ({row['ranks'][k]})" for k in ("content", "style", "colour")]
+        table.add_row(row["image"], *cells, f"{row['chroma']:.1f}")
+    out.print(table)
+    for name, text in report["measures"].items():
+        out.print(f"{name}: {text}")
+
+
+@app.command(no_args_is_help=True)
+def evaluate(
+    content: Path = typer.Argument(..., metavar="CONTENT", help="content image"),
+    style: Path = typer.Argument(..., metavar="STYLE", help="style image"),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="finished images to measure"),
+    json_out: bool = typer.Option(False, "--json", help="print the measures as JSON"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress messages"),
+) -> None:
+    """Measure finished images (ours or another implementation's) with measures no STROTSS
+    loss uses: LPIPS to the content, sliced Wasserstein distances of AlexNet features and of
+    CIELAB colours to the style, and the mean chroma."""
+    from ..research.evaluate import run_evaluate
+
+    with clear_errors():
+        report = run_evaluate(content, style, images, log=_logger(quiet))
+    _show(report, json_out, print_evaluate)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ disk) leaves nothing behind; it raises ``SaveError``.
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -187,18 +186,6 @@ def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95) -> Path:
     image = from_array(array)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
-        return write_atomic(path, lambda f: image.save(f, format=fmt, **options),
-                            mode=_file_mode(path))
+        return write_atomic(path, lambda f: image.save(f, format=fmt, **options))
     except Exception as exc:  # noqa: BLE001 - Pillow's encoders and the OS raise many kinds
         raise SaveError(f"{path}: cannot write ({_reason(exc)})") from exc
-
-
-def _file_mode(path: Path) -> int:
-    """The mode a plain open() would give (the existing file's, else 0o666 less the umask);
-    mkstemp's files are 0o600."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask

