@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from .runtime import session_options
 from .weights import ALEXNET_CHANNELS
 
 MODEL_FILE = "lpips_alexnet.onnx"
@@ -93,18 +94,15 @@ class AlexNetFeatures:
     (C,) float32 per layer.
 
     model: the bytes of ``build_alexnet_model`` or the path of a file holding them.
-    threads: intra-op threads (default 1: the measures run beside other work).
+    threads: intra-op threads (default: all cores; the process's shared pool when it has
+    one, see ``runtime.session_options``).
     """
 
-    def __init__(self, model: bytes | str | Path, threads: int = 1):
+    def __init__(self, model: bytes | str | Path, threads: int | None = None):
         proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
         stored = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
         self.lins = [stored[f"lpips_{name}"] for name in LAYERS]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(threads)
         source = model if isinstance(model, bytes) else str(model)
         self._session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 

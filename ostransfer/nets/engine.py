@@ -9,9 +9,7 @@ buffers are CuPy arrays on the device and nothing crosses to the host.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,45 +19,10 @@ import onnxruntime as ort
 from ..arrays import Array, namespace
 from . import vgg16_graphs
 from .provision import ensure_models
+from .runtime import release_free_heap, session_options
 from .vgg16 import FEATURE_LAYERS, LAYERS, map_shape
 
 log = logging.getLogger(__name__)
-
-_ENVIRONMENT_THREADS: int | None = None
-
-
-def _configure_environment(threads: int) -> bool:
-    """Once per process, before the first session: one intra-op thread pool and one CPU
-    memory arena shared by every session. Two sessions that alternate otherwise keep two
-    pools (whose spinning workers steal each other's cores) and two arenas (each keeping
-    its own high-water mark: 2.5 GB instead of 1.3 GB at 512 px). Returns False when the
-    ONNX Runtime environment already exists (then each session keeps its own)."""
-    global _ENVIRONMENT_THREADS
-    if _ENVIRONMENT_THREADS is not None:
-        return True
-    try:
-        ort.set_global_thread_pool_sizes(threads, 1)
-        arena = ort.OrtArenaCfg({"max_mem": 0, "arena_extend_strategy": -1,
-                                 "initial_chunk_size_bytes": -1, "max_dead_bytes_per_chunk": -1,
-                                 "initial_growth_chunk_size_bytes": -1,
-                                 "max_power_of_two_extend_bytes": -1})
-        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
-                                   ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(memory, arena)
-    except Exception as exc:  # noqa: BLE001 - an environment made elsewhere: fall back
-        log.debug("shared ONNX Runtime thread pool/arena unavailable: %s", exc)
-        return False
-    _ENVIRONMENT_THREADS = threads
-    return True
-
-
-def _release_free_heap() -> None:
-    """Give the heap that model loading used back to the OS (glibc only)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
 
 @dataclass
 class _Buffers:
@@ -87,21 +50,10 @@ class VGGFeatures:
             raise ValueError(f"unknown device {device!r}")
         self.device = device
         folder = Path(model_dir) if model_dir else ensure_models()
-        threads = threads or os.cpu_count() or 1
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(threads)
         # Memory patterns pre-plan one block per input shape; with shared buffers bound by
         # the caller they only add to the peak (1.64 GB against 1.26 GB at 512 px).
         options.enable_mem_pattern = False
-        if _configure_environment(threads):
-            options.use_per_session_threads = False
-            options.add_session_config_entry("session.use_env_allocators", "1")
-        else:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            # The two sessions alternate: spinning workers of one would steal the other's cores.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.xp = namespace(device)
         if device == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": self.xp.cuda.Device().id}),
@@ -113,7 +65,7 @@ class VGGFeatures:
         self._forward = ort.InferenceSession(str(folder / vgg16_graphs.FORWARD_FILE), options,
                                              providers=providers)
         self._vjp = ort.InferenceSession(str(folder / vjp_file), options, providers=providers)
-        _release_free_heap()
+        release_free_heap()
         self._buffers: _Buffers | None = None
         log.debug("VGG16 sessions loaded from %s on %s", folder, device)
 

@@ -33,7 +33,7 @@ MEASURES = ("content", "style", "colour")
 
 @lru_cache(maxsize=1)
 def _network() -> AlexNetFeatures:
-    return AlexNetFeatures(ensure_alexnet(), threads=0)
+    return AlexNetFeatures(ensure_alexnet())
 
 
 def _name(item: Any, index: int) -> str:
