@@ -53,6 +53,16 @@ def _normalise_rows(xp, A: Array) -> tuple[Array, Array, Array]:
     return A / norm, norm, mask
 
 
+def _sum64(xp, A: Array, axis: int | None = None, scale: float = 1.0) -> Array:
+    """scale * (sum of A over ``axis``; all axes: None), accumulated in float64, in A's dtype.
+
+    A float32 sum of K terms along a non-contiguous axis (NumPy adds the rows one by one)
+    or through BLAS drifts by up to ~K float32 ulps; float64 accumulation leaves one
+    rounding, to A's dtype at the end. Costs one pass over A (a few ms at 2179^2)."""
+    total = xp.sum(A, axis=axis, dtype=xp.float64)
+    return xp.astype(total * scale if scale != 1.0 else total, A.dtype)
+
+
 def _unit_backward(g_unit: Array, unit: Array, norm: Array, mask: Array) -> Array:
     """Pull a gradient (K, C) w.r.t. unit = A / max(|A|, eps) back to A (K, C)."""
     xp = array_namespace(g_unit)
@@ -105,11 +115,21 @@ class ContentTarget:
     A: Array
 
 
+def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
+    """(A (N, N), column sums s (N,)) of D = 1 - U U^T from unit rows U (N, D): A = D / s.
+
+    The column sums accumulate in float64: a float32 sum down the N rows is off by up to
+    ~N ulps, which shifts every A_ij by as much and flips sign(A^X - A^C) wherever the two
+    agree to a few ulps (the content term's kinks)."""
+    Dm = 1.0 - xp.matmul(unit, unit.T)
+    colsum = _sum64(xp, Dm, axis=0)
+    return Dm / colsum[None, :], colsum
+
+
 def _self_similarity(xp, X: Array) -> Array:
     """A (N, N): D_ij = d_cos(X_i, X_j) with each column divided by its sum; X (N, D)."""
     unit, _, _ = _normalise_rows(xp, X)
-    Dm = 1.0 - xp.matmul(unit, unit.T)
-    return Dm / xp.sum(Dm, axis=0)[None, :]
+    return _column_normalised(xp, unit)[0]
 
 
 def content_target(C: Array) -> ContentTarget:
@@ -231,14 +251,12 @@ def _content_unit_grad(xp, unit: Array, content: ContentTarget, preset: str):
     """Content loss from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
     n = unit.shape[0]
     w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
-    Dm = 1.0 - xp.matmul(unit, unit.T)
-    colsum = xp.sum(Dm, axis=0)
-    A = Dm / colsum[None, :]
+    A, colsum = _column_normalised(xp, unit)  # the same arithmetic as content.A
     diff = A - content.A
-    value = xp.sum(xp.abs(diff)) * w
+    value = _sum64(xp, xp.abs(diff), scale=w)
     G = xp.sign(diff) * w  # dl/dA
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
-    Hm = (G - xp.sum(G * A, axis=0)[None, :]) / colsum[None, :]
+    Hm = (G - _sum64(xp, G * A, axis=0)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
     return value, xp.matmul(Hm + Hm.T, unit) * -1.0
 
