@@ -115,13 +115,20 @@ def style_target(S: Array) -> StyleTarget:
 
 @dataclass(frozen=True)
 class ContentTarget:
-    """The content's column-normalised cosine self-similarity matrix A (N, N)."""
+    """The content's column-normalised cosine self-similarity matrix A (N, N).
+
+    feats (N, D): C itself and unit_sum (D,): the sum of C's unit rows in float64, from
+    which ``content_loss`` recomputes single entries of A in float64 (at its kinks);
+    without them (None) it does not."""
 
     A: Array
+    feats: Array | None = None
+    unit_sum: Array | None = None
 
 
 def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
-    """(A (N, N), column sums s (N,)) of D = 1 - U U^T from unit rows U (N, D): A = D / s.
+    """A (N, N) = D / s with D = 1 - U U^T from unit rows U (N, D) and s (N,) its column
+    sums; returns (A, s).
 
     The column sums accumulate in float64: a float32 sum down the N rows is off by up to
     ~N ulps, which shifts every A_ij by as much and flips sign(A^X - A^C) wherever the two
@@ -131,16 +138,51 @@ def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
     return Dm / colsum[None, :], colsum
 
 
-def _self_similarity(xp, X: Array) -> Array:
-    """A (N, N): D_ij = d_cos(X_i, X_j) with each column divided by its sum; X (N, D)."""
-    unit, _, _ = _normalise_rows(xp, X)
-    return _column_normalised(xp, unit)[0]
-
-
 def content_target(C: Array) -> ContentTarget:
     """Precompute the content self-similarity of C (N, D); once per sample set."""
     xp = array_namespace(C)
-    return ContentTarget(A=_self_similarity(xp, C))
+    unit, _, _ = _normalise_rows(xp, C)
+    return ContentTarget(A=_column_normalised(xp, unit)[0], feats=C,
+                         unit_sum=xp.sum(unit, axis=0, dtype=xp.float64))
+
+
+# Entries of A^X - A^C closer to 0 than this fraction of A are treated as kinks whose sign
+# float32 cannot settle (its error there is ~2e-7 of A, rms): their signs are recomputed
+# in float64 from the hypercolumns, unless there are more than _KINK_MAX_PER_ROW * N of them
+# (X = C, or nearly: then the float32 signs stand).
+_KINK_TOL = 2.0 ** -17
+_KINK_MAX_PER_ROW = 4
+_KINK_CHUNK = 1024
+
+
+def _pair_distances64(xp, F: Array, unit_sum64: Array, i: Array, j: Array) -> Array:
+    """A_ij in float64 for rows F (N, D) and index pairs i, j (K,), given the float64 sum
+    of F's unit rows (D,): D_ij = 1 - f_i . f_j, s_j = sum_k D_kj = N - unit_sum . f_j."""
+    parts = []
+    for start in range(0, i.shape[0], _KINK_CHUNK):
+        fi, fj = (xp.astype(xp.take(F, k[start:start + _KINK_CHUNK], axis=0), xp.float64)
+                  for k in (i, j))
+        ni = xp.clip(xp.sqrt(xp.vecdot(fi, fi)), min=EPS)
+        nj = xp.clip(xp.sqrt(xp.vecdot(fj, fj)), min=EPS)
+        colsum = F.shape[0] - xp.vecdot(fj, unit_sum64[None, :]) / nj
+        parts.append((1.0 - xp.vecdot(fi, fj) / (ni * nj)) / colsum)
+    return xp.concat(parts)
+
+
+def _kink_signs(xp, diff: Array, A: Array, X: Array, unit: Array,
+                content: ContentTarget) -> Array:
+    """sign(A^X - A^C) (N, N), with the entries near 0 recomputed in float64."""
+    sign = xp.sign(diff)
+    if content.feats is None or content.unit_sum is None:
+        return sign
+    near = xp.abs(diff) < _KINK_TOL * A
+    i, j = xp.nonzero(near)  # row-major, the order of sign[near]
+    if i.shape[0] == 0 or i.shape[0] > _KINK_MAX_PER_ROW * diff.shape[0]:
+        return sign
+    d64 = (_pair_distances64(xp, X, xp.sum(unit, axis=0, dtype=xp.float64), i, j)
+           - _pair_distances64(xp, content.feats, content.unit_sum, i, j))
+    sign[near] = xp.astype(xp.sign(d64), sign.dtype)
+    return sign
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,14 +302,14 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
             xp.astype(SegmentSum(i_star, n)(g_cols) * (1.0 / m), X.dtype))
 
 
-def _content_unit_grad(xp, unit: Array, content: ContentTarget, preset: str):
-    """Content loss from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
+def _content_unit_grad(xp, X: Array, unit: Array, content: ContentTarget, preset: str):
+    """Content loss from X (N, D) and its unit rows: (0-d value, gradient w.r.t. unit)."""
     n = unit.shape[0]
     w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
     A, colsum = _column_normalised(xp, unit)  # the same arithmetic as content.A
     diff = A - content.A
     value = _sum64(xp, xp.abs(diff), scale=w)
-    G = xp.sign(diff) * w  # dl/dA
+    G = _kink_signs(xp, diff, A, X, unit, content) * w  # dl/dA
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
     Hm = (G - _sum64(xp, G * A, axis=0)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
@@ -284,7 +326,7 @@ def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, 
     _check_preset(preset)
     xp = array_namespace(X)
     unit, norm, mask = _normalise_rows(xp, X)
-    value, g_unit = _content_unit_grad(xp, unit, content, preset)
+    value, g_unit = _content_unit_grad(xp, X, unit, content, preset)
     return value, _unit_backward(g_unit, unit, norm, mask)
 
 
@@ -313,7 +355,7 @@ def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str
     wc, wr, wm, wp = _weights(preset, a)
     # the content and REMD terms share X's unit rows and their backward pass
     unit, norm, mask = _normalise_rows(xp, X)
-    l_c, g_c = _content_unit_grad(xp, unit, content, preset)
+    l_c, g_c = _content_unit_grad(xp, X, unit, content, preset)
     l_r, g_r = _remd_unit_grad(xp, unit, style)
     l_m, g_m = moment_loss(X, style)
     l_p, g_p = palette_loss(X, style, preset)
