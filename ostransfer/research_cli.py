@@ -93,7 +93,7 @@ def print_compare(report: dict) -> None:
                       _ratio(point["error_ratio_to_torch_f32"]))
     out.print(table)
     out.print("ours / torch f32: our error against float64 over torch float32's, each raised to "
-              "the floor first (1 float32 ulp of a term's value, 4 * 2^-23 for the gradient): "
+              "the floor first (2 float32 ulps of a term's value, 4 * 2^-23 for the gradient): "
               "errors under it are float32 rounding, and their ratio luck")
     timing, memory = report["timing"], report["memory"] or {}
     table = _table(f"Time per evaluation ({timing['source']}) and peak memory",
