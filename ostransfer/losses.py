@@ -172,13 +172,13 @@ def _pair_distances64(xp, F: Array, unit_sum64: Array, i: Array, j: Array) -> Ar
     return xp.concat(parts)
 
 
-def _kink_signs(xp, diff: Array, A: Array, X: Array, unit: Array,
+def _kink_signs(xp, diff: Array, abs_diff: Array, A: Array, X: Array, unit: Array,
                 content: ContentTarget) -> Array:
     """sign(A^X - A^C) (N, N), with the entries near 0 recomputed in float64."""
     sign = xp.sign(diff)
     if content.feats is None or content.unit_sum is None:
         return sign
-    near = xp.abs(diff) < _KINK_TOL * A
+    near = abs_diff < _KINK_TOL * A
     i, j = xp.nonzero(near)  # row-major, the order of sign[near]
     if i.shape[0] == 0 or i.shape[0] > _KINK_MAX_PER_ROW * diff.shape[0]:
         return sign
@@ -312,8 +312,9 @@ def _content_unit_grad(xp, X: Array, unit: Array, content: ContentTarget, preset
     w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
     A, colsum = _column_normalised(xp, unit)  # the same arithmetic as content.A
     diff = A - content.A
-    value = _sum64(xp, xp.abs(diff), scale=w)
-    G = _kink_signs(xp, diff, A, X, unit, content) * w  # dl/dA
+    abs_diff = xp.abs(diff)
+    value = _sum64(xp, abs_diff, scale=w)
+    G = _kink_signs(xp, diff, abs_diff, A, X, unit, content) * w  # dl/dA
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
     Hm = (G - _sum64(xp, G * A, axis=0)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
