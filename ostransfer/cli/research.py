@@ -47,6 +47,10 @@ def _e(value: Any) -> str:
     return "-" if value is None else f"{value:.2e}"
 
 
+def _ratio(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _table(title: str, headers: list[str]):
     from rich.table import Table
 
@@ -120,20 +124,25 @@ def print_compare(report: dict) -> None:
               f"{s['threads']} threads; reference: {s['reference']}")
     for point in report["agreement"]:
         table = _table(f"Loss terms ({point['point']})",
-                       ["term", "ours", "torch f64", "ours rel diff", "torch f32", "f32 rel diff"])
+                       ["term", "ours", "torch f64", "ours rel diff", "torch f32", "f32 rel diff",
+                        "floor", "ours / torch f32"])
         for name, t in point["terms"].items():
             table.add_row(name, f"{t['ours']:.8g}", f"{t['torch_f64']:.8g}", _e(t["ours_rel_diff"]),
-                          f"{t['torch_f32']:.8g}", _e(t["torch_f32_rel_diff"]))
+                          f"{t['torch_f32']:.8g}", _e(t["torch_f32_rel_diff"]), _e(t.get("floor")),
+                          _ratio(t.get("ratio_to_torch_f32")))
         out.print(table)
     table = _table("Image gradient against torch float64 (torch float32 shows float32's own floor)",
                    ["point", "ours rel error", "ours cosine", "torch f32 rel error", "torch f32 cosine",
-                    "ours / torch f32"])
+                    "floor", "ours / torch f32"])
     for point in report["agreement"]:
         g, g32 = point["gradient"], point["gradient_torch_f32"]
         table.add_row(point["point"], _e(g["rel_error"]), f"{g['cosine']:.10f}",
-                      _e(g32["rel_error"]), f"{g32['cosine']:.10f}",
-                      f"{point['error_ratio_to_torch_f32']:.2f}")
+                      _e(g32["rel_error"]), f"{g32['cosine']:.10f}", _e(point.get("gradient_floor")),
+                      _ratio(point["error_ratio_to_torch_f32"]))
     out.print(table)
+    out.print("ours / torch f32: our error against float64 over torch float32's, each raised to "
+              "the floor first (2 float32 ulps of a term's value, 4 * 2^-23 for the gradient): "
+              "errors under it are float32 rounding, and their ratio luck")
     timing, memory = report["timing"], report["memory"] or {}
     table = _table(f"Time per evaluation ({timing['source']}) and peak memory",
                    ["side", "s / eval (median)", "evals / s", "peak RSS MB", "RSS after setup MB"])
@@ -167,7 +176,9 @@ def print_compare(report: dict) -> None:
         if run.get("plot"):
             out.print(f"loss curves: {run['plot']}")
     out.print(f"largest gradient rel error {report['max_gradient_rel_error']:.2e}, "
-              f"smallest cosine {report['min_gradient_cosine']:.10f}")
+              f"smallest cosine {report['min_gradient_cosine']:.10f}; largest ratio of our error "
+              f"to torch float32's (terms and gradient, floors applied) "
+              f"{_ratio(report.get('max_error_ratio_to_torch_f32'))}")
 
 
 @app.command(no_args_is_help=True)

@@ -44,6 +44,16 @@ def _normalise_rows(xp, A: Array) -> tuple[Array, Array, Array]:
     return A / norm, norm, mask
 
 
+def _sum64(xp, A: Array, axis: int | None = None, scale: float = 1.0) -> Array:
+    """scale * (sum of A over ``axis``; all axes: None), accumulated in float64, in A's dtype.
+
+    A float32 sum of K terms along a non-contiguous axis (NumPy adds the rows one by one)
+    or through BLAS drifts by up to ~K float32 ulps; float64 accumulation leaves one
+    rounding, to A's dtype at the end. Costs one pass over A (a few ms at 2179^2)."""
+    total = xp.sum(A, axis=axis, dtype=xp.float64)
+    return xp.astype(total * scale if scale != 1.0 else total, A.dtype)
+
+
 def _unit_backward(g_unit: Array, unit: Array, norm: Array, mask: Array) -> Array:
     """Pull a gradient (K, C) w.r.t. unit = A / max(|A|, eps) back to A (K, C)."""
     xp = array_namespace(g_unit)
@@ -61,7 +71,9 @@ class StyleTarget:
 
     feats (M, D); unit (M, D) rows over max(|row|, eps); mean (D,); cov (D, D), 1/M;
     rgb (M, 3) the raw RGB columns; rgb_unit (M, 3) their unit rows; rgb_aug (M, 5) the rows
-    [-2 s, 1, |s|^2], so that [x, |x|^2, 1] @ rgb_aug.T is the squared distance |x - s|^2.
+    [-2 s', 1, |s'|^2] of the colours centred on their mean, s' = s - mean[:3], so that
+    [x', |x'|^2, 1] @ rgb_aug.T is the squared distance |x - s|^2 (centred, the float32
+    product is 4 times closer to it: fewer arg-min pairs picked wrongly).
     """
 
     feats: Array
@@ -78,35 +90,93 @@ def style_target(S: Array) -> StyleTarget:
     xp = array_namespace(S)
     m = S.shape[0]
     unit, _, _ = _normalise_rows(xp, S)
-    mean = xp.mean(S, axis=0)
-    Ss = (S - mean) * (1.0 / math.sqrt(m))  # computed like moment_loss's Sigma(X)
-    cov = xp.matmul(Ss.T, Ss)
+    # once per scale, so in float64 (0.4 s at M = 5000, D = 2179 on two cores): the float32
+    # product's rounding would be half of d_cov's error in moment_loss
+    Sc = xp.astype(S, xp.float64)
+    mean64 = xp.sum(Sc, axis=0) * (1.0 / m)  # as moment_loss's mu(X): 0 loss at X = S
+    Sc -= mean64
+    mean = xp.astype(mean64, S.dtype)
+    cov = xp.astype(xp.matmul(Sc.T, Sc) / m, S.dtype)
+    del Sc
     rgb = S[:, :3]
     rgb_unit, _, _ = _normalise_rows(xp, rgb)
-    rgb_aug = xp.concat([-2.0 * rgb, xp.ones_like(rgb[:, :1]),
-                         xp.sum(rgb * rgb, axis=1, keepdims=True)], axis=1)
+    rgb_c = rgb - mean[:3]
+    rgb_aug = xp.concat([-2.0 * rgb_c, xp.ones_like(rgb[:, :1]),
+                         xp.sum(rgb_c * rgb_c, axis=1, keepdims=True)], axis=1)
     return StyleTarget(feats=S, unit=unit, mean=mean, cov=cov, rgb=rgb, rgb_unit=rgb_unit,
                        rgb_aug=rgb_aug)
 
 
 @dataclass(frozen=True)
 class ContentTarget:
-    """The content's column-normalised cosine self-similarity matrix A (N, N)."""
+    """The content's column-normalised cosine self-similarity matrix A (N, N).
+
+    feats (N, D): C itself and unit_sum (D,): the sum of C's unit rows in float64, from
+    which ``content_loss`` recomputes single entries of A in float64 (at its kinks);
+    without them (None) it does not."""
 
     A: Array
+    feats: Array | None = None
+    unit_sum: Array | None = None
 
 
-def _self_similarity(xp, X: Array) -> Array:
-    """A (N, N): D_ij = d_cos(X_i, X_j) with each column divided by its sum; X (N, D)."""
-    unit, _, _ = _normalise_rows(xp, X)
+def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
+    """A (N, N) = D / s with D = 1 - U U^T from unit rows U (N, D) and s (N,) its column
+    sums; returns (A, s).
+
+    The column sums accumulate in float64: a float32 sum down the N rows is off by up to
+    ~N ulps, which shifts every A_ij by as much and flips sign(A^X - A^C) wherever the two
+    agree to a few ulps (the content term's kinks)."""
     Dm = 1.0 - xp.matmul(unit, unit.T)
-    return Dm / xp.sum(Dm, axis=0)[None, :]
+    colsum = _sum64(xp, Dm, axis=0)
+    return Dm / colsum[None, :], colsum
 
 
 def content_target(C: Array) -> ContentTarget:
     """Precompute the content self-similarity of C (N, D); once per sample set."""
     xp = array_namespace(C)
-    return ContentTarget(A=_self_similarity(xp, C))
+    unit, _, _ = _normalise_rows(xp, C)
+    return ContentTarget(A=_column_normalised(xp, unit)[0], feats=C,
+                         unit_sum=xp.sum(unit, axis=0, dtype=xp.float64))
+
+
+# Entries of A^X - A^C closer to 0 than this fraction of A are treated as kinks whose sign
+# float32 cannot settle (its error there is ~2e-7 of A, rms): their signs are recomputed
+# in float64 from the hypercolumns, unless there are more than _KINK_MAX_PER_ROW * N of them
+# (X = C, or nearly: then the float32 signs stand).
+_KINK_TOL = 2.0 ** -17
+_KINK_MAX_PER_ROW = 4
+_KINK_CHUNK = 1024
+
+
+def _pair_distances64(xp, F: Array, unit_sum64: Array, i: Array, j: Array) -> Array:
+    """A_ij in float64 for rows F (N, D) and index pairs i, j (K,), given the float64 sum
+    of F's unit rows (D,): D_ij = 1 - f_i . f_j, s_j = sum_k D_kj = N - unit_sum . f_j."""
+    parts = []
+    for start in range(0, i.shape[0], _KINK_CHUNK):
+        fi, fj = (xp.astype(xp.take(F, k[start:start + _KINK_CHUNK], axis=0), xp.float64)
+                  for k in (i, j))
+        ni = xp.clip(xp.sqrt(xp.vecdot(fi, fi)), min=EPS)
+        nj = xp.clip(xp.sqrt(xp.vecdot(fj, fj)), min=EPS)
+        colsum = F.shape[0] - xp.vecdot(fj, unit_sum64[None, :]) / nj
+        parts.append((1.0 - xp.vecdot(fi, fj) / (ni * nj)) / colsum)
+    return xp.concat(parts)
+
+
+def _kink_signs(xp, diff: Array, abs_diff: Array, A: Array, X: Array, unit: Array,
+                content: ContentTarget) -> Array:
+    """sign(A^X - A^C) (N, N), with the entries near 0 recomputed in float64."""
+    sign = xp.sign(diff)
+    if content.feats is None or content.unit_sum is None:
+        return sign
+    near = abs_diff < _KINK_TOL * A
+    i, j = xp.nonzero(near)  # row-major, the order of sign[near]
+    if i.shape[0] == 0 or i.shape[0] > _KINK_MAX_PER_ROW * diff.shape[0]:
+        return sign
+    d64 = (_pair_distances64(xp, X, xp.sum(unit, axis=0, dtype=xp.float64), i, j)
+           - _pair_distances64(xp, content.feats, content.unit_sum, i, j))
+    sign[near] = xp.astype(xp.sign(d64), sign.dtype)
+    return sign
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,14 +187,15 @@ def _remd_unit_grad(xp, unit: Array, style: StyleTarget) -> tuple[Array, Array]:
     """REMD(X, S; d_cos) from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
     n, m = unit.shape[0], style.unit.shape[0]
     cos = xp.matmul(unit, style.unit.T)  # (N, M); d_cos = 1 - cos
-    # argmin of 1 - cos == argmax of cos (first index on ties)
-    r_rows = 1.0 - xp.mean(xp.max(cos, axis=1))
-    r_cols = 1.0 - xp.mean(xp.max(cos, axis=0))
+    # argmin of 1 - cos == argmax of cos (first index on ties); the means and 1 - mean in
+    # float64, rounded once (a float32 mean, then 1 - mean, rounded twice: up to 0.8 ulp)
+    r_rows = 1.0 - xp.mean(xp.astype(xp.max(cos, axis=1), xp.float64))
+    r_cols = 1.0 - xp.mean(xp.astype(xp.max(cos, axis=0), xp.float64))
     if bool(r_rows >= r_cols):
         j_star = xp.argmax(cos, axis=1)  # (N,)
-        return r_rows, xp.take(style.unit, j_star, axis=0) * (-1.0 / n)
+        return xp.astype(r_rows, unit.dtype), xp.take(style.unit, j_star, axis=0) * (-1.0 / n)
     i_star = xp.argmax(cos, axis=0)  # (M,)
-    return r_cols, SegmentSum(i_star, n)(style.unit) * (-1.0 / m)
+    return xp.astype(r_cols, unit.dtype), SegmentSum(i_star, n)(style.unit) * (-1.0 / m)
 
 
 def remd_style_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
@@ -147,26 +218,29 @@ def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     """
     xp = array_namespace(X)
     n, d = X.shape
-    mu = xp.mean(X, axis=0)
-    Xs = (X - mu) * (1.0 / math.sqrt(n))  # Sigma(X) = Xs^T Xs
-    d_cov = xp.matmul(Xs.T, Xs) - style.cov
+    mu = _sum64(xp, X, axis=0, scale=1.0 / n)  # a float32 mean down N rows drifts ~N ulps
+    Xc = X - mu
+    # divided after the product: scaling Xc by a rounded 1/sqrt(N) first would bias every
+    # entry of Sigma(X) the same way, and sum |d_cov| with them
+    d_cov = xp.matmul(Xc.T, Xc) / n - style.cov
     sign_cov = xp.sign(d_cov)
     d_mu = mu - style.mean
-    # sum |d_cov| as the dot of d_cov with its sign: one pass over the D x D matrix
-    l1_cov = xp.vecdot(xp.reshape(sign_cov, (-1,)), xp.reshape(d_cov, (-1,)))
-    value = xp.sum(xp.abs(d_mu)) / d + l1_cov / (d * d)
-    # dl/dXs = Xs (G + G^T) with G = sign(d_cov) / D^2; d_cov is symmetric, so G + G^T = 2G
-    # (up to entries that are zero to rounding, i.e. at the kinks). The mean's dependence of
-    # Sigma cancels because the rows of Xs sum to 0.
-    dX = (xp.matmul(Xs, sign_cov) * (2.0 / (math.sqrt(n) * d * d))
+    # the D^2 = 4.7M terms of |d_cov| summed in float64 (a float32 BLAS dot of them was
+    # off by ~1e-6 relative)
+    value = xp.astype(xp.sum(xp.abs(d_mu), dtype=xp.float64) / d
+                      + xp.sum(xp.abs(d_cov), dtype=xp.float64) / (d * d), X.dtype)
+    # dl/dXc = Xc (G + G^T) / N with G = sign(d_cov) / D^2; d_cov is symmetric, so
+    # G + G^T = 2G (up to entries that are zero to rounding, i.e. at the kinks). The mean's
+    # dependence of Sigma cancels because the rows of Xc sum to 0.
+    dX = (xp.matmul(Xc, sign_cov) * (2.0 / (n * d * d))
           + (xp.sign(d_mu) * (1.0 / (n * d)))[None, :])
     return value, dX
 
 
-def _palette_pairs(x: Array, s: Array, s_unit: Array, preset: str) -> tuple[Array, Array]:
+def _palette_pairs(x: Array, s: Array, preset: str) -> tuple[Array, Array]:
     """Distance and its gradient w.r.t. x for paired RGB rows x, s (K, 3).
 
-    Returns (d (K,), dd/dx (K, 3)); ``s_unit`` (K, 3) are the unit rows of s.
+    Returns (d (K,), dd/dx (K, 3)), in the dtype of x and s.
     """
     xp = array_namespace(x)
     diff = x - s
@@ -177,6 +251,7 @@ def _palette_pairs(x: Array, s: Array, s_unit: Array, preset: str) -> tuple[Arra
     if preset == "paper":
         return e, g
     unit, norm, mask = _normalise_rows(xp, x)
+    s_unit, _, _ = _normalise_rows(xp, s)
     c = xp.sum(unit * s_unit, axis=1)
     d = (1.0 - c) + e / _SQRT3
     g_cos = _unit_backward(-s_unit, unit, norm, mask)
@@ -189,14 +264,18 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
     ``paper``: d = Euclidean distance; ``strotss``: d = d_cos + |v - w|_2 / sqrt(3).
     X (N, D) -> (0-d value, dX_rgb (N, 3)): the gradient w.r.t. the RGB columns only
     (the other D - 3 columns get 0; ``total_loss`` pads it). The N x M cost matrix only
-    selects the arg-min pairs; values and gradients are recomputed exactly on those pairs.
+    selects the arg-min pairs; values and gradients are recomputed exactly on those pairs,
+    in float64 (N + M rows of 3: cheap), then rounded to X's dtype: in float32 the strotss
+    distance's 1 - cos, which cancels for nearly parallel colours, came out biased by
+    ~1e-8 per pair, 3e-7 of the term after a run.
     """
     check_preset(preset)
     xp = array_namespace(X)
     n, m = X.shape[0], style.rgb.shape[0]
     x = X[:, :3]
-    x_aug = xp.concat([x, xp.sum(x * x, axis=1, keepdims=True), xp.ones_like(x[:, :1])],
-                      axis=1)
+    x_c = x - style.mean[:3]  # centred like style.rgb_aug
+    x_aug = xp.concat([x_c, xp.sum(x_c * x_c, axis=1, keepdims=True),
+                       xp.ones_like(x[:, :1])], axis=1)
     if preset == "paper":
         # |x - s|^2 (N, M): the same arg-mins as the Euclidean distance
         K = xp.matmul(x_aug, style.rgb_aug.T)
@@ -207,29 +286,28 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
         K = xp.sqrt(xp.clip(sq3, min=0.0)) - xp.matmul(x_unit, style.rgb_unit.T)
     j_star = xp.argmin(K, axis=1)  # (N,)
     i_star = xp.argmin(K, axis=0)  # (M,)
-    d_rows, g_rows = _palette_pairs(
-        x, xp.take(style.rgb, j_star, axis=0), xp.take(style.rgb_unit, j_star, axis=0), preset)
-    d_cols, g_cols = _palette_pairs(xp.take(x, i_star, axis=0), style.rgb, style.rgb_unit,
-                                    preset)
+    x64, rgb64 = xp.astype(x, xp.float64), xp.astype(style.rgb, xp.float64)
+    d_rows, g_rows = _palette_pairs(x64, xp.take(rgb64, j_star, axis=0), preset)
+    d_cols, g_cols = _palette_pairs(xp.take(x64, i_star, axis=0), rgb64, preset)
     r_rows = xp.mean(d_rows)
     r_cols = xp.mean(d_cols)
     if bool(r_rows >= r_cols):
-        return r_rows, g_rows * (1.0 / n)
-    return r_cols, SegmentSum(i_star, n)(g_cols) * (1.0 / m)
+        return xp.astype(r_rows, X.dtype), xp.astype(g_rows * (1.0 / n), X.dtype)
+    return (xp.astype(r_cols, X.dtype),
+            xp.astype(SegmentSum(i_star, n)(g_cols) * (1.0 / m), X.dtype))
 
 
-def _content_unit_grad(xp, unit: Array, content: ContentTarget, preset: str):
-    """Content loss from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
+def _content_unit_grad(xp, X: Array, unit: Array, content: ContentTarget, preset: str):
+    """Content loss from X (N, D) and its unit rows: (0-d value, gradient w.r.t. unit)."""
     n = unit.shape[0]
     w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
-    Dm = 1.0 - xp.matmul(unit, unit.T)
-    colsum = xp.sum(Dm, axis=0)
-    A = Dm / colsum[None, :]
+    A, colsum = _column_normalised(xp, unit)  # the same arithmetic as content.A
     diff = A - content.A
-    value = xp.sum(xp.abs(diff)) * w
-    G = xp.sign(diff) * w  # dl/dA
+    abs_diff = xp.abs(diff)
+    value = _sum64(xp, abs_diff, scale=w)
+    G = _kink_signs(xp, diff, abs_diff, A, X, unit, content) * w  # dl/dA
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
-    Hm = (G - xp.sum(G * A, axis=0)[None, :]) / colsum[None, :]
+    Hm = (G - _sum64(xp, G * A, axis=0)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
     return value, xp.matmul(Hm + Hm.T, unit) * -1.0
 
@@ -244,7 +322,7 @@ def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, 
     check_preset(preset)
     xp = array_namespace(X)
     unit, norm, mask = _normalise_rows(xp, X)
-    value, g_unit = _content_unit_grad(xp, unit, content, preset)
+    value, g_unit = _content_unit_grad(xp, X, unit, content, preset)
     return value, _unit_backward(g_unit, unit, norm, mask)
 
 
@@ -273,11 +351,13 @@ def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str
     wc, wr, wm, wp = _weights(preset, a)
     # the content and REMD terms share X's unit rows and their backward pass
     unit, norm, mask = _normalise_rows(xp, X)
-    l_c, g_c = _content_unit_grad(xp, unit, content, preset)
+    l_c, g_c = _content_unit_grad(xp, X, unit, content, preset)
     l_r, g_r = _remd_unit_grad(xp, unit, style)
     l_m, g_m = moment_loss(X, style)
     l_p, g_p = palette_loss(X, style, preset)
-    value = wc * l_c + wr * l_r + wm * l_m + wp * l_p
+    # combined in float64 and rounded once (in float32, seven roundings)
+    value = xp.astype(sum(w * xp.astype(t, xp.float64)
+                          for w, t in ((wc, l_c), (wr, l_r), (wm, l_m), (wp, l_p))), X.dtype)
     dX = _unit_backward(wc * g_c + wr * g_r, unit, norm, mask) + wm * g_m
     dX[:, :3] += wp * g_p
     terms = {"content": float(l_c), "remd": float(l_r), "moment": float(l_m),

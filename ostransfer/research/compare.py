@@ -99,6 +99,26 @@ def gradient_agreement(grad: np.ndarray, reference: np.ndarray) -> dict[str, flo
     }
 
 
+# Error floors of the ratios our error / torch float32's error (see ``agreement``)
+FLOAT32_EPS = 2.0 ** -23
+TERM_ERROR_FLOOR_ULPS = 2
+GRADIENT_ERROR_FLOOR = 4 * FLOAT32_EPS
+
+
+def term_error_floor(reference: float) -> float:
+    """Two float32 ulps of a term's value, relative to it: twice the spacing of float32
+    numbers at |reference|, over |reference| (between 2^-23 and 2^-22). At reference 0
+    (where errors are absolute) twice the smallest float32 subnormal, i.e. no floor."""
+    spacing = TERM_ERROR_FLOOR_ULPS * float(np.spacing(np.float32(abs(reference))))
+    return spacing / abs(reference) if reference != 0 else spacing
+
+
+def error_ratio(ours: float, torch_f32: float, floor: float) -> float:
+    """max(ours, floor) / max(torch_f32, floor): our error over torch float32's, neither
+    counted below the floor (two errors under it are both float32 rounding: ratio 1)."""
+    return max(ours, floor) / max(torch_f32, floor)
+
+
 def _timed(objective: Callable, image: np.ndarray) -> tuple[float, np.ndarray, dict, float]:
     """(value, host gradient float64, terms with the total, seconds) of one evaluation."""
     t0 = time.perf_counter()
@@ -111,28 +131,51 @@ def _timed(objective: Callable, image: np.ndarray) -> tuple[float, np.ndarray, d
 def agreement(point: str, image: np.ndarray, ours: Callable, torch32: Callable,
               reference: Callable) -> dict[str, Any]:
     """Each term's value and the gradient's agreement of ours and torch float32 against the
-    float64 reference, at one image and the current sample set."""
+    float64 reference, at one image and the current sample set.
+
+    Errors are against the float64 reference: |value - reference| / |reference| for each
+    term and the total (``rel_diff``), the relative L2 error for the image gradient. Each
+    comes with ``ratio_to_torch_f32`` = ``error_ratio(ours, torch f32, floor)``: our error
+    over torch float32's, both raised to a floor first, because an error under the floor is
+    float32 rounding and the ratio of two such errors is luck (torch's can even be 0 when
+    its float32 value happens to round to the float64 one). The floors: two float32 ulps of
+    the term's value (``term_error_floor``: a float32 result is at best half an ulp off, and
+    the content term, a sum of N^2 entries that largely cancel, is up to 1.5 to 2.7 ulps off
+    in float32 for either implementation) and 4 float32 epsilons (4 * 2^-23 = 4.8e-7) for
+    the gradient, the relative error that float32 backpropagation through VGG16 alone has
+    at a point without kinks (2e-7 to 3e-7, for ONNX Runtime and torch alike)."""
     _, grad, terms, ours_s = _timed(ours, image)
     _, grad32, terms32, torch32_s = _timed(torch32, image)
     _, grad64, terms64, reference_s = _timed(reference, image)
+    rows = {}
+    for name in TERMS:
+        ours_err = rel_diff(terms[name], terms64[name])
+        torch_err = rel_diff(terms32[name], terms64[name])
+        floor = term_error_floor(terms64[name])
+        rows[name] = {"ours": terms[name], "torch_f32": terms32[name], "torch_f64": terms64[name],
+                      "ours_rel_diff": ours_err, "torch_f32_rel_diff": torch_err,
+                      "floor": floor, "ratio_to_torch_f32": error_ratio(ours_err, torch_err, floor)}
     ours_grad, torch_grad = gradient_agreement(grad, grad64), gradient_agreement(grad32, grad64)
     return {
         "point": point,
-        "terms": {name: {"ours": terms[name], "torch_f32": terms32[name],
-                         "torch_f64": terms64[name],
-                         "ours_rel_diff": rel_diff(terms[name], terms64[name]),
-                         "torch_f32_rel_diff": rel_diff(terms32[name], terms64[name])}
-                  for name in TERMS},
+        "terms": rows,
         "gradient": ours_grad,
         "gradient_torch_f32": torch_grad,
-        # float32's own floor: torch autograd in float32 has an error against float64 too
-        # (L1 kinks such as the content term's |A^X - A^C| flip sign within rounding)
-        "error_ratio_to_torch_f32": _ratio(ours_grad["rel_error"], torch_grad["rel_error"]),
+        "gradient_floor": GRADIENT_ERROR_FLOOR,
+        "error_ratio_to_torch_f32": error_ratio(ours_grad["rel_error"], torch_grad["rel_error"],
+                                                GRADIENT_ERROR_FLOOR),
         "seconds": {"ours": ours_s, "torch_f32": torch32_s, "torch_f64_reference": reference_s},
     }
 
 
-class _Sides:
+def max_error_ratio(points: list[dict[str, Any]]) -> float:
+    """The largest ratio to torch float32 (floors applied) over the points' terms and
+    gradients."""
+    return max(max([p["error_ratio_to_torch_f32"]]
+                   + [t["ratio_to_torch_f32"] for t in p["terms"].values()]) for p in points)
+
+
+class Sides:
     """Ours, torch float32 and the float64 reference on one content image, one style sample
     set and (``use_samples``) one output/content sample set."""
 
@@ -206,7 +249,7 @@ def _compare(content: Any, style: Any, s: CompareSettings,
                                               s.style_samples, rng), dtype=np.float32)
     ys, xs = grid_locations(height, width, s.samples, rng)
     start = initial_image(content_arr, style_arr.reshape(-1, 3).mean(axis=0), None, last=False)
-    sides = _Sides(content_arr, style_feats, s)
+    sides = Sides(content_arr, style_feats, s)
     sides.use_samples(ys, xs)
     say("agreement at the start image")
     points = [sides.agreement("start", start)]
@@ -227,6 +270,7 @@ def _compare(content: Any, style: Any, s: CompareSettings,
                      "threads": s.threads, "reference": "torch_reference.objective, float64"},
         "agreement": points,
         "max_gradient_rel_error": max(p["gradient"]["rel_error"] for p in points),
+        "max_error_ratio_to_torch_f32": max_error_ratio(points),
         "min_gradient_cosine": min(p["gradient"]["cosine"] for p in points),
         "timing": timing,
         "memory": memory_report,
@@ -235,7 +279,7 @@ def _compare(content: Any, style: Any, s: CompareSettings,
     }
 
 
-def _timing(sides: _Sides, start: np.ndarray, samples: tuple[np.ndarray, np.ndarray],
+def _timing(sides: Sides, start: np.ndarray, samples: tuple[np.ndarray, np.ndarray],
             s: CompareSettings, say: Callable[[str], None]) -> tuple[dict, dict | None]:
     """Time per evaluation of both sides (and peak memory, each in a fresh process)."""
     if not s.memory:
@@ -260,7 +304,7 @@ def _timing(sides: _Sides, start: np.ndarray, samples: tuple[np.ndarray, np.ndar
     return timing, memory
 
 
-def _optimisation(sides: _Sides, start: np.ndarray, s: CompareSettings,
+def _optimisation(sides: Sides, start: np.ndarray, s: CompareSettings,
                   say: Callable[[str], None]) -> tuple[dict[str, Any], np.ndarray]:
     """L-BFGS-B with both objectives from the same start on the same sample sets: (the
     report, our final image)."""
@@ -292,10 +336,6 @@ def _optimisation(sides: _Sides, start: np.ndarray, s: CompareSettings,
             xlabel="function evaluation (dashed: new sample set)", ylabel="loss",
             vlines=[start_ - 0.5 for start_ in run["sample_set_starts"][1:]]))
     return run, finals["ours"]
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else float("inf") if a > 0 else 1.0
 
 
 def _first_divergence(a: list[float], b: list[float], tol: float = 1e-3) -> int | None:
