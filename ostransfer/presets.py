@@ -17,6 +17,11 @@ PRESET_LAYERS: dict[str, tuple[str, ...]] = {
 }
 PRESETS = tuple(PRESET_LAYERS)
 
+# The RGB channels of a hypercolumn: "raw" in [0, 1] (the seed text), or "imagenet",
+# normalised as the VGG16 input is (the official code reads them after its input
+# normalisation, which gives colour about 4.4 times the weight in every distance).
+PRESET_RGB: dict[str, str] = {"paper": "raw", "strotss": "imagenet"}
+
 # Final-scale content weight of each preset (docs/defaults.md has the sweeps behind them).
 DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
 DEFAULT_SAMPLES = 1024  # N: output/content hypercolumns per sample set

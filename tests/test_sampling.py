@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ostransfer.method.sampling import Hypercolumns, grid_locations, uniform_locations
-from ostransfer.nets.vgg16 import hypercolumn_layers
+from ostransfer.nets.vgg16 import hypercolumn_layers, hypercolumn_rgb
 
 
 @pytest.mark.parametrize("height,width,n", [(64, 42, 1024), (512, 341, 1024), (20, 30, 1024),
@@ -51,23 +51,28 @@ def test_gather_matches_torch_grid_sample(preset, height, width, rng):
     maps = _random_maps(layers, height, width, rng)
     ys, xs = grid_locations(height, width, 200, rng)
     ys[:2], xs[:2] = (0, height - 1), (width - 1, 0)  # corners exercise the clamping
-    ours = Hypercolumns(ys, xs, height, width, layers).gather(image, maps)
+    ours = Hypercolumns.for_preset(ys, xs, height, width, preset).gather(image, maps)
     ref = hypercolumns(torch.from_numpy(image), {k: torch.from_numpy(v) for k, v in maps.items()},
                        ys, xs, preset).numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_scatter_is_the_exact_adjoint_of_gather(rng):
-    layers = hypercolumn_layers("paper")
+@pytest.mark.parametrize("preset", ["paper", "strotss"])  # raw / ImageNet-normalised RGB
+def test_scatter_is_the_exact_adjoint_of_gather(preset, rng):
+    layers = hypercolumn_layers(preset)
     height, width = 37, 45
     ys, xs = grid_locations(height, width, 300, rng)
-    columns = Hypercolumns(ys, xs, height, width, layers)
+    columns = Hypercolumns.for_preset(ys, xs, height, width, preset)
     image = rng.random((height, width, 3)).astype(np.float32)
     maps = _random_maps(layers, height, width, rng)
     d_hyper = rng.standard_normal((len(ys), columns.dim)).astype(np.float32)
     grads = {name: np.zeros_like(m) for name, m in maps.items()}
     d_rgb = columns.scatter(d_hyper, grads)
-    lhs = np.sum(d_hyper.astype(np.float64) * columns.gather(image, maps))
+    gathered = columns.gather(image, maps).astype(np.float64)
+    rgb = hypercolumn_rgb(preset)
+    if rgb is not None:  # the normalisation's offset is not part of the linear map
+        gathered[:, :3] += np.divide(rgb[0], rgb[1])
+    lhs = np.sum(d_hyper.astype(np.float64) * gathered)
     rhs = sum(np.sum(grads[n].astype(np.float64) * maps[n]) for n in maps)
     rhs += np.sum(d_rgb.astype(np.float64) * image[ys, xs])
     assert lhs == pytest.approx(rhs, rel=1e-5)

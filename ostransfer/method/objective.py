@@ -26,7 +26,7 @@ def style_hypercolumns(engine: VGGFeatures, style: Array, preset: str, m: int,
     style = engine.xp.asarray(style, dtype=engine.xp.float32)
     height, width = style.shape[:2]
     ys, xs = uniform_locations(height, width, m, rng, mask)
-    columns = Hypercolumns(ys, xs, height, width, hypercolumn_layers(preset), xp=engine.xp)
+    columns = Hypercolumns.for_preset(ys, xs, height, width, preset, xp=engine.xp)
     return columns.gather(style, engine.forward(style))
 
 
@@ -94,8 +94,8 @@ class Objective:
         xp = self.engine.xp
         bounds = np.cumsum([0] + [len(y) for y in ys_list])
         self.rows = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
-        self.columns = Hypercolumns(np.concatenate(ys_list), np.concatenate(xs_list),
-                                    self.height, self.width, self.layers, xp=xp)
+        self.columns = Hypercolumns.for_preset(np.concatenate(ys_list), np.concatenate(xs_list),
+                                               self.height, self.width, self.preset, xp=xp)
         content = self.columns.gather(self.content_image, self.engine.forward(self.content_image))
         self.contents = [losses.content_target(content[rows]) for rows in self.rows]
         self._hyper = xp.empty((self.columns.n, self.columns.dim), dtype=xp.float32)

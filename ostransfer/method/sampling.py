@@ -1,17 +1,21 @@
 """Hypercolumn sampling (docs/algorithm.md §3): where to sample, the bilinear gather from the
 layer maps, and its exact adjoint, the scatter of gradients back to the maps.
 
-A hypercolumn at pixel (y, x) is the raw RGB there followed by each layer's map read with
-bilinear interpolation at ((y + 0.5) / 2**k - 0.5, (x + 0.5) / 2**k - 0.5), clamped to the
-map, for a map pooled k times.
+A hypercolumn at pixel (y, x) is the RGB there (raw, or normalised as the VGG16 input is:
+see ``presets.PRESET_RGB``) followed by each layer's map read with bilinear
+interpolation at ((y + 0.5) / 2**k - 0.5, (x + 0.5) / 2**k - 0.5), clamped to the map, for a
+map pooled k times.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
 import numpy as np
+
 from ..arrays import Array
-from ..nets.vgg16 import Layer
+from ..nets.vgg16 import Layer, hypercolumn_layers, hypercolumn_rgb
 from .segments import SegmentSum
 
 
@@ -70,9 +74,12 @@ class Hypercolumns:
     """
 
     def __init__(self, ys: np.ndarray, xs: np.ndarray, height: int, width: int,
-                 layers: tuple[Layer, ...], *, xp=np):
+                 layers: tuple[Layer, ...], *, xp=np, rgb: tuple[Sequence[float], Sequence[float]] | None = None):
         self.xp = xp
         self.layers = layers
+        # the RGB channels as (rgb - mean) / std, or raw
+        self._rgb = None if rgb is None else (xp.asarray(rgb[0], dtype=xp.float32),
+                                              xp.asarray(rgb[1], dtype=xp.float32))
         self.n = len(ys)
         self.dim = 3 + sum(layer.channels for layer in layers)
         self.ys, self.xs = xp.asarray(ys), xp.asarray(xs)
@@ -94,12 +101,21 @@ class Hypercolumns:
                            xp.asarray(source), self.n),
             )
 
+    @classmethod
+    def for_preset(cls, ys: np.ndarray, xs: np.ndarray, height: int, width: int, preset: str,
+                   *, xp=np) -> Hypercolumns:
+        """Hypercolumns with a preset's layers and RGB normalisation."""
+        return cls(ys, xs, height, width, hypercolumn_layers(preset), xp=xp,
+                   rgb=hypercolumn_rgb(preset))
+
     def gather(self, image: Array, maps: dict[str, Array], out: Array | None = None) -> Array:
         """image (H, W, 3) and maps {name: (1, C, h, w)} -> hypercolumns (N, D) float32."""
         xp = self.xp
         if out is None:
             out = xp.empty((self.n, self.dim), dtype=xp.float32)
         out[:, :3] = xp.take(xp.reshape(image, (-1, 3)), self.pixels, axis=0)
+        if self._rgb is not None:
+            out[:, :3] = (out[:, :3] - self._rgb[0]) / self._rgb[1]
         col = 3
         for layer in self.layers:
             index, weight = self._taps[layer.pools]
@@ -122,7 +138,7 @@ class Hypercolumns:
             flat = xp.reshape(grads[layer.name], (layer.channels, -1))
             flat[:, touched] = adjoint(d_hyper[:, col:col + layer.channels]).T
             col += layer.channels
-        return d_hyper[:, :3]
+        return d_hyper[:, :3] if self._rgb is None else d_hyper[:, :3] / self._rgb[1]
 
     def clear(self, grads: dict[str, Array]) -> None:
         """Zero the entries ``scatter`` writes (before another sample set reuses the maps)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..presets import PRESET_LAYERS, check_preset
+from ..presets import PRESET_LAYERS, PRESET_RGB, check_preset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +44,13 @@ def map_shape(height: int, width: int, channels: int, pools: int) -> tuple[int, 
 def hypercolumn_layers(preset: str) -> tuple[Layer, ...]:
     """The VGG layers of a preset's hypercolumn, in order (the RGB channels come first)."""
     return tuple(LAYER_BY_NAME[name] for name in PRESET_LAYERS[check_preset(preset)])
+
+
+def hypercolumn_rgb(preset: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) a preset's hypercolumn RGB channels are normalised with, or None for
+    raw [0, 1] values (presets.PRESET_RGB)."""
+    return (IMAGENET_MEAN, IMAGENET_STD) if PRESET_RGB[check_preset(preset)] == "imagenet" \
+        else None
 
 
 def hypercolumn_dim(preset: str) -> int:

@@ -26,7 +26,7 @@ from ..method import losses
 from ..method.objective import style_hypercolumns
 from ..method.sampling import Hypercolumns, grid_locations
 from ..nets.engine import VGGFeatures
-from ..nets.vgg16 import hypercolumn_dim, hypercolumn_layers
+from ..nets.vgg16 import hypercolumn_dim
 from ..presets import balanced_weight, check_preset
 
 SCORE_SAMPLES = 4096
@@ -49,7 +49,7 @@ class _Yardstick:
             style_hypercolumns(self.engine, xp.asarray(style), preset, style_samples, rng))
         ys, xs = grid_locations(height, width, samples, rng)
         self.samples = len(ys)
-        self.columns = Hypercolumns(ys, xs, height, width, hypercolumn_layers(preset), xp=xp)
+        self.columns = Hypercolumns.for_preset(ys, xs, height, width, preset, xp=xp)
         self.content = losses.content_target(self._hypercolumns(content))
 
     def _hypercolumns(self, array: np.ndarray):

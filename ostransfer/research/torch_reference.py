@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..nets.vgg16 import IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_layers
+from ..nets.vgg16 import IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_layers, hypercolumn_rgb
 from ..presets import check_preset
 
 EPS = 1e-8
@@ -126,7 +126,7 @@ def hypercolumns(image_hwc: torch.Tensor, maps: dict[str, torch.Tensor], ys: Any
                  preset: str) -> torch.Tensor:
     """(N, D) hypercolumns at integer pixels (ys, xs).
 
-    image_hwc: (H, W, 3) tensor (the raw RGB channels are read from it, so gradients flow to
+    image_hwc: (H, W, 3) tensor (the RGB channels are read from it, normalised as the preset says, so gradients flow to
     it directly); maps: the VGG output for that image (batch 1). Each preset layer's map,
     pooled k times, is read bilinearly at ((y + 0.5) / 2^k - 0.5, (x + 0.5) / 2^k - 0.5),
     clamped to the map (grid_sample, border padding, align_corners=False).
@@ -137,6 +137,10 @@ def hypercolumns(image_hwc: torch.Tensor, maps: dict[str, torch.Tensor], ys: Any
     if yi.shape != xi.shape:
         raise ValueError("ys and xs must have the same length")
     columns = [image_hwc[yi, xi, :]]
+    rgb = hypercolumn_rgb(preset)
+    if rgb is not None:
+        mean, std = (torch.tensor(v, dtype=image_hwc.dtype, device=image_hwc.device) for v in rgb)
+        columns = [(columns[0] - mean) / std]
     dtype = image_hwc.dtype
     yf = yi.to(dtype)
     xf = xi.to(dtype)
