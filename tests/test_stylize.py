@@ -97,9 +97,9 @@ def test_invalid_options_are_refused(bad, message):
 def test_pyramid_variables_reconstruct_and_pull_back_the_gradient(rng, levels):
     """L-BFGS-B on a pyramid: the start reconstructs the image; the gradient w.r.t. the
     coefficients is the adjoint of the (clipped) reconstruction: a directional difference."""
-    from ostransfer.method.lbfgs import _PyramidCoefficients
+    from ostransfer.method.lbfgs import PyramidCoefficients
 
-    space = _PyramidCoefficients((37, 45, 3), levels)
+    space = PyramidCoefficients((37, 45, 3), levels)
     image = rng.random((37, 45, 3), dtype=np.float32)
     assert np.abs(space.image(space.variables(image)) - image).max() < 1e-6
     x = space.variables(0.25 + 0.5 * image)  # inside [0, 1]: no clipping nearby

@@ -41,7 +41,7 @@ class _Pixels:
         return grad.astype(np.float64).ravel()
 
 
-class _PyramidCoefficients:
+class PyramidCoefficients:
     """L-BFGS-B's variables are Laplacian-pyramid coefficients (a preconditioner: coarse
     bands move the whole image at once); the image is their reconstruction clipped to
     [0, 1], and the gradient of the clipped pixels is zero, as in ``rmsprop``."""
@@ -75,7 +75,7 @@ class _Counter:
     """Wraps the objective for scipy: flat float64 variables in, (loss, flat float64
     gradient) out; counts evaluations, remembers the best image of the current sample set."""
 
-    def __init__(self, objective: ObjectiveLike, space: _Pixels | _PyramidCoefficients,
+    def __init__(self, objective: ObjectiveLike, space: _Pixels | PyramidCoefficients,
                  budget: int, callback: Callback | None, done: int = 0):
         self.objective, self.space, self.budget, self.callback = objective, space, budget, callback
         self.count = done
@@ -108,7 +108,7 @@ def lbfgs(objective: ObjectiveLike, image: np.ndarray, evaluations: int, per_rou
     image: (H, W, 3) float32 start (to continue a run: the state's "x" after `first_round`
     rounds and `done` evaluations); returns the final (H, W, 3) float32 image. The state
     given to `on_round` is {"x": the image to start the next round from}."""
-    space = _PyramidCoefficients(image.shape, levels) if levels else _Pixels(image.shape)
+    space = PyramidCoefficients(image.shape, levels) if levels else _Pixels(image.shape)
     counter = _Counter(objective, space, evaluations, callback, done)
     best = image.astype(np.float32)
     round_index = first_round

@@ -12,7 +12,7 @@ from ..method.schedule import scale_sides
 from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_SAMPLES, DEFAULT_STYLE_SAMPLES,
                        check_preset)
 
-OPTIMIZERS = ("lbfgs", "rmsprop")
+OPTIMIZERS = ("lbfgs", "rmsprop", "mlbfgs")
 INITS = ("style", "content")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192

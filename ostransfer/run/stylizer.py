@@ -19,6 +19,7 @@ from ..imaging.color import preserve_colors
 from ..imaging.guides import Guides
 from ..imaging.io import ImageLike, resize, to_array, to_pil
 from ..method.lbfgs import lbfgs
+from ..method.mlbfgs import mlbfgs
 from ..method.objective import Objective
 from ..method.optimizer import NonFiniteError, Step, Stop
 from ..method.rmsprop import rmsprop
@@ -240,7 +241,11 @@ class Stylizer:
                       f" (continuing after {done})" if done else "")
             rounds = functools.partial(_round_stream, opts.seed, scale.index)
             common = dict(first_round=first_round, done=done, on_round=tracker.round_done)
-            if opts.optimizer == "lbfgs":
+            if opts.optimizer == "mlbfgs":
+                result = mlbfgs(objective, image, scale.budget, opts.per_round, rounds,
+                                tracker.report, levels=opts.pyramid_levels or 5, state=saved,
+                                **common)
+            elif opts.optimizer == "lbfgs":
                 result = lbfgs(objective, image, scale.budget, opts.per_round, rounds,
                                tracker.report, levels=opts.pyramid_levels, **common)
             else:
