@@ -110,10 +110,11 @@ def main() -> None:
     parser.add_argument("--label", default="default")
     parser.add_argument("--skip-existing", action="store_true",
                         help="measure outputs already made instead of making them again")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument("options", nargs="*", help="stylize options as key=value")
     args = parser.parse_args()
     options = dict((k, parse_value(v)) for k, v in (o.split("=", 1) for o in args.options))
-    stylizer = Stylizer(device="cpu")
+    stylizer = Stylizer(device="cpu", threads=args.threads)
     print(f"{args.label}: {options or 'default options'} (ours / reference)")
     rows = []
     for pair in args.pairs.split(","):
