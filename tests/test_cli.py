@@ -528,3 +528,23 @@ def test_sigint_saves_the_best_image_exits_130_and_resume_matches(tmp_path, mode
     assert out.read_bytes() == reference.read_bytes()
     assert ckpt.read(folder)[1].complete
     shutil.rmtree(folder)
+
+
+# -- Ctrl-C while the command line loads -----------------------------------------------------
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130():
+    proc = subprocess.Popen([sys.executable, "-m", "ostransfer", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the first compiled module of a dependency (NumPy, Pillow, ...): imports under way
+        end = time.monotonic() + 60
+        while "site-packages/" not in Path(f"/proc/{proc.pid}/maps").read_text():
+            assert proc.poll() is None and time.monotonic() < end
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err, out) == (130, "error: interrupted; nothing was written\n", "")
+
