@@ -191,7 +191,16 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
     if case == "damaged checkpoint":
         (tmp / "ck").mkdir()
         (tmp / "ck" / "checkpoint.npz").write_bytes(b"garbage")
-        return ok + ["--resume", tmp / "ck"], f"{tmp}/ck/checkpoint.npz: unreadable checkpoint"
+        return ok + ["--resume", tmp / "ck"], (
+            f"{tmp}/ck/checkpoint.npz: the checkpoint cannot be resumed: it is damaged, or not "
+            f"written by ostransfer; to start over, use --checkpoint {tmp}/ck --overwrite "
+            f"instead of --resume")
+    if case == "checkpoint folder holds a damaged checkpoint":
+        (tmp / "ck").mkdir()
+        (tmp / "ck" / "checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
+        return ok + ["--checkpoint", tmp / "ck"], (
+            f"--checkpoint {tmp}/ck: holds a checkpoint that cannot be resumed (it is damaged, "
+            f"or not written by ostransfer); pass --overwrite to start over there")
     if case == "output ends in a slash":
         return [content, style, "-o", f"{tmp}/new.png/"], \
             f"{tmp}/new.png/: ends in a slash, which names a folder; give an image file name"
@@ -304,8 +313,8 @@ BAD_INPUTS = [
     "negative checkpoint interval", "checkpoint folder is a file",
     "checkpoint folder holds an unfinished run", "resume without a checkpoint",
     "resume another run's checkpoint", "resume with another content image", "damaged checkpoint",
-    "output ends in a slash", "output ends in a dot", "output name too long",
-    "output is a link to nothing",
+    "checkpoint folder holds a damaged checkpoint", "output ends in a slash", "output ends in a dot",
+    "output name too long", "output is a link to nothing",
     *(f"guide: {case}" for case in (
         "only a content guide", "only a style guide", "guides that do not pair", "missing guide",
         "guide not an image", "guide of another shape", "guides with two styles",
@@ -660,7 +669,7 @@ def test_two_processes_saving_to_one_path_one_wins_the_other_keeps_its_result(
                               "same.new.png", "reference-1.png", "reference-2.png"}
 
 
-# -- long names, stale partial files -----------------------------------
+# -- long names, stale partial files, damaged checkpoints -----------------------------------
 
 def test_a_long_output_name_is_saved_and_so_are_its_rescue_names(tmp_path, model, monkeypatch):
     limit = name_limit(tmp_path)
@@ -714,3 +723,17 @@ def test_the_next_run_removes_what_a_save_killed_by_sigkill_left(tmp_path, model
     assert result.exit_code == 0, result.output
     assert tree(tmp_path) == {"out.png"}
 
+
+def test_a_damaged_checkpoint_is_named_and_overwrite_starts_over(tmp_path, model):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "checkpoint.npz").write_bytes(b"garbage")
+    args = [CONTENT, STYLE, "--size", "40", "--evaluations", "2", *FAST]
+    refused = invoke("stylize", *args, "-o", tmp_path / "out.png", "--checkpoint", folder)
+    assert refused.exit_code == 2
+    assert "holds a checkpoint that cannot be resumed (it is damaged" in one_error_line(refused)
+    assert "--resume" not in one_error_line(refused)
+    result = invoke("stylize", *args, "-o", tmp_path / "out.png", "--checkpoint", folder,
+                    "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert ckpt.read(folder)[1].complete

@@ -438,10 +438,23 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="made with a different content image"):
         ckpt.load(tmp_path, other)
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
-    with pytest.raises(ckpt.CheckpointError, match="unreadable checkpoint"):
+    with pytest.raises(ckpt.UnreadableCheckpoint, match="cannot be resumed: it is damaged") \
+            as info:
         ckpt.load(tmp_path, identity)
+    assert info.value.reason.startswith("damaged")
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint to resume"):
         ckpt.load(tmp_path / "nothing", identity)
+
+
+def test_a_checkpoint_write_killed_in_an_earlier_run_is_cleaned_up(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".checkpoint.npz.{dead.pid}-0123abcd.partial"
+    live = tmp_path / f".checkpoint.npz.{os.getpid()}-0123abcd.partial"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    ckpt.Checkpointer(tmp_path, _identity())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
 
 
 def test_a_failed_checkpoint_write_warns_and_the_run_goes_on(tmp_path, monkeypatch):

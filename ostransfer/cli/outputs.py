@@ -122,15 +122,16 @@ def check_checkpoint_folder(folder: Path, option: str, overwrite: bool, resuming
         existing = existing.parent
     if not _writable(existing if existing.is_dir() else existing.parent):
         raise UsageError(f"{option} {folder}: not writable")
-    if not resuming and ckpt.exists(folder) and not overwrite:
-        try:
-            _, state = ckpt.read(folder)
-        except ckpt.CheckpointError:
-            state = None
-        if state is None or not state.complete:
-            what = f"an unfinished run ({state.describe()})" if state else "a damaged checkpoint"
-            raise UsageError(f"{option} {folder}: holds {what}; continue it with --resume "
-                             f"{folder}, or pass --overwrite to start over")
+    if resuming or overwrite or not ckpt.exists(folder):
+        return
+    try:
+        _, state = ckpt.read(folder)
+    except ckpt.UnreadableCheckpoint as exc:
+        raise UsageError(f"{option} {folder}: holds a checkpoint that cannot be resumed (it is "
+                         f"{exc.reason}); pass --overwrite to start over there") from None
+    if not state.complete:
+        raise UsageError(f"{option} {folder}: holds an unfinished run ({state.describe()}); "
+                         f"continue it with --resume {folder}, or pass --overwrite to start over")
 
 
 def tagged(out: Path, tag: str) -> Path:

@@ -52,10 +52,14 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
     if folder is not None:
         check_checkpoint_folder(folder, "--checkpoint" if checkpoint else "--resume", overwrite,
                                 resuming=resume is not None and folder == resume)
-    return prepare(content, styles, options, device=device, content_guide=content_guide,
-                   style_guide=style_guide, checkpoint=folder, resume=resume,
-                   every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
-                   names=cli_names(content, styles, content_guide, style_guide))
+    try:
+        return prepare(content, styles, options, device=device, content_guide=content_guide,
+                       style_guide=style_guide, checkpoint=folder, resume=resume,
+                       every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
+                       names=cli_names(content, styles, content_guide, style_guide))
+    except ckpt.UnreadableCheckpoint as exc:
+        raise UsageError(f"{exc}; to start over, use --checkpoint {folder} --overwrite instead "
+                         f"of --resume") from None
 
 
 def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None,
