@@ -138,7 +138,8 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
             f"{tmp}/out.xyz: unknown output extension '.xyz' (use one of .png, .jpg, .jpeg, " \
             f".webp, .tif, .tiff, .bmp)"
     if case == "no extension":
-        return [content, style, "-o", tmp / "out"], f"{tmp}/out: unknown output extension '(none)'"
+        return [content, style, "-o", tmp / "out"], \
+            f"{tmp}/out: no file extension; use one of .png, .jpg, .jpeg, .webp, .tif, .tiff, .bmp"
     if case == "negative content weight":
         return ok + ["--content-weight", "-1"], "content weight must be a positive number, got -1.0"
     if case == "NaN content weight":
@@ -146,9 +147,9 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
     if case == "infinite content weight":
         return ok + ["--content-weight", "inf"], "content weight must be a positive number, got inf"
     if case == "zero evaluations":
-        return ok + ["--evaluations", "0"], "evaluations per scale must be at least 1, got [0, 0]"
+        return ok + ["--evaluations", "0"], "evaluations per scale must be at least 1, got 0"
     if case == "a negative budget":
-        return ok + ["--evaluations", "5,-1"], "evaluations per scale must be at least 1, got [5, -1]"
+        return ok + ["--evaluations", "5,-1"], "evaluations per scale must be at least 1, got -1"
     if case == "budgets for the wrong number of scales":
         return ok + ["--evaluations", "5,5,5"], "3 evaluation budgets given for 2 scales"
     if case == "evaluations not numbers":
@@ -215,6 +216,9 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
     if case == "output is a link to nothing":
         out.symlink_to(tmp / "nowhere.png")
         return ok, f"{out}: exists (a symbolic link to nothing); pass --overwrite to replace it"
+    if case == "budgets for one scale":
+        return ok + ["--size", "32", "--evaluations", "5,5"], \
+            "2 evaluation budgets given for 1 scale"
     if case.startswith("guide:"):
         return _guide_case(tmp, case[len("guide:"):].strip(), content, style, out)
     raise AssertionError(case)
@@ -314,7 +318,7 @@ BAD_INPUTS = [
     "checkpoint folder holds an unfinished run", "resume without a checkpoint",
     "resume another run's checkpoint", "resume with another content image", "damaged checkpoint",
     "checkpoint folder holds a damaged checkpoint", "output ends in a slash", "output ends in a dot",
-    "output name too long", "output is a link to nothing",
+    "output name too long", "output is a link to nothing", "budgets for one scale",
     *(f"guide: {case}" for case in (
         "only a content guide", "only a style guide", "guides that do not pair", "missing guide",
         "guide not an image", "guide of another shape", "guides with two styles",
@@ -345,6 +349,8 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, no_model, 
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert line.startswith(message), line
+    if case == "budgets for one scale":
+        assert line == message  # not "1 scales"
     assert tree(tmp_path) == before
     if case == "absurd size for the memory":
         # at most the 16 GiB cap the test sets (less when the machine has less free)

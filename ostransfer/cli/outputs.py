@@ -67,9 +67,11 @@ def start_output(out: Path) -> None:
 
 def _check_format(out: Path) -> None:
     suffix = out.suffix.lower()
+    if not suffix:
+        raise UsageError(f"{out}: no file extension; use one of {', '.join(SAVE_FORMATS)}")
     if suffix not in SAVE_FORMATS:
-        raise UsageError(f"{out}: unknown output extension {out.suffix or '(none)'!r} "
-                         f"(use one of {', '.join(SAVE_FORMATS)})")
+        raise UsageError(f"{out}: unknown output extension {out.suffix!r} (use one of "
+                         f"{', '.join(SAVE_FORMATS)})")
     if not format_supported(SAVE_FORMATS[suffix]):
         raise UsageError(f"{out}: this Pillow cannot write {SAVE_FORMATS[suffix]} files; "
                          f"use .png or .jpg")

@@ -297,8 +297,10 @@ def _sweep_runs(stylizer: Stylizer, signals: StopSignals, content, style, runs: 
             labels = [f"a = {o.final_weight:g}" for o in runs[:len(results)]]
             kept, _ = save_kept(labelled_row(results, labels), tagged(
                 out, "interrupted" if isinstance(stop, Interrupted) else "failed"))
-        where = (f"the {len(results)} finished results are in {kept}" if kept
-                 else "no result was finished")
+        where = ("no result was finished" if not results
+                 else "the grid of the finished results could not be saved" if kept is None
+                 else f"the finished result is in {kept}" if len(results) == 1
+                 else f"the {len(results)} finished results are in {kept}")
         if isinstance(stop, Interrupted):
             say(f"interrupted: {where}")
             raise typer.Exit(130) from None

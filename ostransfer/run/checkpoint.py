@@ -69,8 +69,8 @@ class RunState:
     def describe(self) -> str:
         if self.complete:
             return "finished"
-        return (f"scale {self.scale + 1} of {self.scales}, {self.evaluations} evaluations "
-                f"into it")
+        return (f"scale {self.scale + 1} of {self.scales}, {self.evaluations} evaluation"
+                f"{'s' if self.evaluations != 1 else ''} into it")
 
 
 def image_digest(image: Image.Image) -> str:
