@@ -22,8 +22,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ostransfer.cli import app
-from ostransfer.cli import common, progress, transfer
-from ostransfer.files import sample_image
+from ostransfer.cli import common, outputs, progress, transfer
+from ostransfer.files import name_limit, sample_image
 from ostransfer.imaging.io import load_pil
 from ostransfer.run import checkpoint as ckpt
 from ostransfer.run.options import Options
@@ -138,7 +138,8 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
             f"{tmp}/out.xyz: unknown output extension '.xyz' (use one of .png, .jpg, .jpeg, " \
             f".webp, .tif, .tiff, .bmp)"
     if case == "no extension":
-        return [content, style, "-o", tmp / "out"], f"{tmp}/out: unknown output extension '(none)'"
+        return [content, style, "-o", tmp / "out"], \
+            f"{tmp}/out: no file extension; use one of .png, .jpg, .jpeg, .webp, .tif, .tiff, .bmp"
     if case == "negative content weight":
         return ok + ["--content-weight", "-1"], "content weight must be a positive number, got -1.0"
     if case == "NaN content weight":
@@ -146,9 +147,9 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
     if case == "infinite content weight":
         return ok + ["--content-weight", "inf"], "content weight must be a positive number, got inf"
     if case == "zero evaluations":
-        return ok + ["--evaluations", "0"], "evaluations per scale must be at least 1, got [0, 0]"
+        return ok + ["--evaluations", "0"], "evaluations per scale must be at least 1, got 0"
     if case == "a negative budget":
-        return ok + ["--evaluations", "5,-1"], "evaluations per scale must be at least 1, got [5, -1]"
+        return ok + ["--evaluations", "5,-1"], "evaluations per scale must be at least 1, got -1"
     if case == "budgets for the wrong number of scales":
         return ok + ["--evaluations", "5,5,5"], "3 evaluation budgets given for 2 scales"
     if case == "evaluations not numbers":
@@ -191,7 +192,33 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
     if case == "damaged checkpoint":
         (tmp / "ck").mkdir()
         (tmp / "ck" / "checkpoint.npz").write_bytes(b"garbage")
-        return ok + ["--resume", tmp / "ck"], f"{tmp}/ck/checkpoint.npz: unreadable checkpoint"
+        return ok + ["--resume", tmp / "ck"], (
+            f"{tmp}/ck/checkpoint.npz: the checkpoint cannot be resumed: it is damaged, or not "
+            f"written by ostransfer; to start over, use --checkpoint {tmp}/ck --overwrite "
+            f"instead of --resume")
+    if case == "checkpoint folder holds a damaged checkpoint":
+        (tmp / "ck").mkdir()
+        (tmp / "ck" / "checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
+        return ok + ["--checkpoint", tmp / "ck"], (
+            f"--checkpoint {tmp}/ck: holds a checkpoint that cannot be resumed (it is damaged, "
+            f"or not written by ostransfer); pass --overwrite to start over there")
+    if case == "output ends in a slash":
+        return [content, style, "-o", f"{tmp}/new.png/"], \
+            f"{tmp}/new.png/: ends in a slash, which names a folder; give an image file name"
+    if case == "output ends in a dot":
+        return [content, style, "-o", f"{tmp}/new.png/."], \
+            f"{tmp}/new.png/.: names a folder; give an image file name"
+    if case == "output name too long":
+        name = "n" * (name_limit(tmp) - 3) + ".png"
+        return [content, style, "-o", tmp / name], (
+            f"{tmp}/{name}: the file name is {len(name)} bytes long; this file system takes at "
+            f"most {name_limit(tmp)}")
+    if case == "output is a link to nothing":
+        out.symlink_to(tmp / "nowhere.png")
+        return ok, f"{out}: exists (a symbolic link to nothing); pass --overwrite to replace it"
+    if case == "budgets for one scale":
+        return ok + ["--size", "32", "--evaluations", "5,5"], \
+            "2 evaluation budgets given for 1 scale"
     if case.startswith("guide:"):
         return _guide_case(tmp, case[len("guide:"):].strip(), content, style, out)
     raise AssertionError(case)
@@ -290,6 +317,8 @@ BAD_INPUTS = [
     "negative checkpoint interval", "checkpoint folder is a file",
     "checkpoint folder holds an unfinished run", "resume without a checkpoint",
     "resume another run's checkpoint", "resume with another content image", "damaged checkpoint",
+    "checkpoint folder holds a damaged checkpoint", "output ends in a slash", "output ends in a dot",
+    "output name too long", "output is a link to nothing", "budgets for one scale",
     *(f"guide: {case}" for case in (
         "only a content guide", "only a style guide", "guides that do not pair", "missing guide",
         "guide not an image", "guide of another shape", "guides with two styles",
@@ -320,6 +349,8 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, no_model, 
     assert result.exit_code == 2, result.output
     line = one_error_line(result)
     assert line.startswith(message), line
+    if case == "budgets for one scale":
+        assert line == message  # not "1 scales"
     assert tree(tmp_path) == before
     if case == "absurd size for the memory":
         # at most the 16 GiB cap the test sets (less when the machine has less free)
@@ -528,3 +559,187 @@ def test_sigint_saves_the_best_image_exits_130_and_resume_matches(tmp_path, mode
     assert out.read_bytes() == reference.read_bytes()
     assert ckpt.read(folder)[1].complete
     shutil.rmtree(folder)
+
+
+# -- Ctrl-C while the command line loads -----------------------------------------------------
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130():
+    proc = subprocess.Popen([sys.executable, "-m", "ostransfer", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the first compiled module of a dependency (NumPy, Pillow, ...): imports under way
+        end = time.monotonic() + 60
+        while "site-packages/" not in Path(f"/proc/{proc.pid}/maps").read_text():
+            assert proc.poll() is None and time.monotonic() < end
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err, out) == (130, "error: interrupted; nothing was written\n", "")
+
+
+# -- a result never replaces a file without --overwrite, nor is lost -------------------------
+
+def _appear_at(monkeypatch, evaluation: int, make) -> None:
+    """Call ``make()`` when the display shows ``evaluation`` (mid-run)."""
+    shown = progress.ProgressDisplay.__call__
+
+    def display(self, p):
+        shown(self, p)
+        if p.evaluation == evaluation:
+            make()
+    monkeypatch.setattr(progress.ProgressDisplay, "__call__", display)
+
+
+@pytest.mark.parametrize("what", ["file", "link to nothing"])
+def test_a_file_that_appears_during_the_run_is_kept_and_the_result_rescued(
+        tmp_path, model, monkeypatch, what):
+    out = tmp_path / "out.png"
+    if what == "file":
+        _appear_at(monkeypatch, 1, lambda: out.write_bytes(b"theirs"))
+    else:
+        _appear_at(monkeypatch, 1, lambda: out.symlink_to(tmp_path / "nowhere.png"))
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "2",
+                    *FAST)
+    assert result.exit_code == 1
+    rescue = tmp_path / "out.new.png"
+    assert one_error_line(result) == (f"{out}: appeared during the run and was not replaced (no "
+                                      f"--overwrite); the result was saved to {rescue} instead")
+    assert Image.open(rescue).size == (40, 27)
+    if what == "file":
+        assert out.read_bytes() == b"theirs"
+    else:
+        assert out.is_symlink() and not (tmp_path / "nowhere.png").exists()
+    assert tree(tmp_path) == {"out.png", "out.new.png"}
+
+
+def test_with_overwrite_a_file_that_appears_during_the_run_is_replaced(tmp_path, model,
+                                                                        monkeypatch):
+    out = tmp_path / "out.png"
+    _appear_at(monkeypatch, 1, lambda: out.write_bytes(b"theirs"))
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "2",
+                    "--overwrite", *FAST)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (40, 27) and tree(tmp_path) == {"out.png"}
+
+
+SAVE_TOGETHER = """
+import os, sys, time
+from pathlib import Path
+from ostransfer.cli import main, transfer
+barrier, real = Path(sys.argv[1]), transfer.save_result
+def save_result(*args, **kwargs):  # both runs are done: they save at the same moment
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < 2:
+        time.sleep(0.001)
+    return real(*args, **kwargs)
+transfer.save_result = save_result
+sys.argv = ["ostransfer", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_saving_to_one_path_one_wins_the_other_keeps_its_result(
+        tmp_path, model_dir, model):
+    args = [str(a) for a in (CONTENT, STYLE, "--size", "32", "--evaluations", "2", *FAST)]
+    out, barrier = tmp_path / "same.png", tmp_path / "barrier"
+    barrier.mkdir()
+    env = dict(os.environ, OSTRANSFER_MODELS=str(model_dir))
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE_TOGETHER, str(barrier), "stylize",
+                               *args, "--seed", str(seed), "-o", str(out)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for seed in (1, 2)]
+    try:
+        results = [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    references = {}
+    for seed in (1, 2):  # what each process computed (the same seed gives the same bytes)
+        references[seed] = tmp_path / f"reference-{seed}.png"
+        assert invoke("stylize", *args, "--seed", seed, "-o", references[seed]).exit_code == 0
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    winner = 1 + [code for code, _ in results].index(0)
+    loser = 3 - winner
+    rescue = tmp_path / "same.new.png"
+    assert results[winner - 1][1] == ""
+    assert results[loser - 1][1] == (f"error: {out}: appeared during the run and was not "
+                                     f"replaced (no --overwrite); the result was saved to "
+                                     f"{rescue} instead\n")
+    assert out.read_bytes() == references[winner].read_bytes()
+    assert rescue.read_bytes() == references[loser].read_bytes()
+    assert tree(tmp_path) == {"barrier", *(f"barrier/{p.pid}" for p in procs), "same.png",
+                              "same.new.png", "reference-1.png", "reference-2.png"}
+
+
+# -- long names, stale partial files, damaged checkpoints -----------------------------------
+
+def test_a_long_output_name_is_saved_and_so_are_its_rescue_names(tmp_path, model, monkeypatch):
+    limit = name_limit(tmp_path)
+    out = tmp_path / ("n" * (min(limit, 255) - 5) + ".png")  # 250 bytes: temp names 18 longer
+    args = [CONTENT, STYLE, "--size", "40", "--evaluations", "2", *FAST]
+    result = invoke("stylize", *args, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (40, 27) and tree(tmp_path) == {out.name}
+    _send_at(monkeypatch, 2, signal.SIGTERM)  # a stopped run: the best image's longer name
+    stopped = tmp_path / ("s" * (min(limit, 255) - 5) + ".png")
+    result = invoke("stylize", CONTENT, STYLE, "-o", stopped, "--size", "40", "--evaluations",
+                    "50", *FAST)
+    assert result.exit_code == 130
+    kept = outputs.tagged(stopped, "interrupted-40px")
+    assert len(kept.name.encode()) <= limit and kept.name.endswith("s.interrupted-40px.png")
+    assert result.stderr.strip().endswith(f"is in {kept}") and Image.open(kept).size == (40, 27)
+
+
+HANG_IN_SAVE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from ostransfer.imaging.io import save
+def hang(self, fp, *args, **kwargs):
+    fp.write(b"half an image")
+    fp.flush()
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+Image.Image.save = hang
+save(np.zeros((4, 4, 3), np.float32), sys.argv[1])
+"""
+
+
+def test_the_next_run_removes_what_a_save_killed_by_sigkill_left(tmp_path, model):
+    out, ready = tmp_path / "out.png", tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(out), str(ready)])
+    try:
+        end = time.monotonic() + 120
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < end
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ready.unlink()
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".out.png.") and left[0].endswith(".partial")
+    result = invoke("stylize", CONTENT, STYLE, "-o", out, "--size", "40", "--evaluations", "2",
+                    *FAST)
+    assert result.exit_code == 0, result.output
+    assert tree(tmp_path) == {"out.png"}
+
+
+def test_a_damaged_checkpoint_is_named_and_overwrite_starts_over(tmp_path, model):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    (folder / "checkpoint.npz").write_bytes(b"garbage")
+    args = [CONTENT, STYLE, "--size", "40", "--evaluations", "2", *FAST]
+    refused = invoke("stylize", *args, "-o", tmp_path / "out.png", "--checkpoint", folder)
+    assert refused.exit_code == 2
+    assert "holds a checkpoint that cannot be resumed (it is damaged" in one_error_line(refused)
+    assert "--resume" not in one_error_line(refused)
+    result = invoke("stylize", *args, "-o", tmp_path / "out.png", "--checkpoint", folder,
+                    "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert ckpt.read(folder)[1].complete

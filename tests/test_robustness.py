@@ -10,6 +10,11 @@ import json
 import math
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ostransfer.files import sample_image
+from ostransfer.files import (
+    name_bytes,
+    name_limit,
+    partial_path,
+    remove_stale_partials,
+    sample_image,
+    stale_partials,
+)
 from ostransfer.imaging.io import ImageError, SaveError, load_pil, save, to_pil
 from ostransfer.method.lbfgs import lbfgs
 from ostransfer.method.optimizer import NonFiniteError, Stop
@@ -168,6 +180,126 @@ def _umask() -> int:
     return mask
 
 
+# -- saves that never replace a file unless asked; partial files ----------------------------
+
+@pytest.fixture(params=["hard links", "no hard links"])
+def links(request, monkeypatch):
+    """Both ways of publishing without replacing: a hard link, and where the file system has
+    none (FAT, some network file systems) an exclusive empty file renamed over."""
+    if request.param == "no hard links":
+        def no_link(*args, **kwargs):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        monkeypatch.setattr(os, "link", no_link)
+    return request.param
+
+
+def test_a_save_without_replace_never_replaces_anything(tmp_path, links):
+    image = np.full((8, 8, 3), 0.5, np.float32)
+    taken, dangling = tmp_path / "taken.png", tmp_path / "dangling.png"
+    taken.write_bytes(b"someone else's")
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    for path in (taken, dangling):
+        with pytest.raises(FileExistsError):
+            save(image, path, replace=False)
+    assert taken.read_bytes() == b"someone else's"
+    assert dangling.is_symlink() and not (tmp_path / "nowhere.png").exists()
+    new = save(image, tmp_path / "new.png", replace=False)
+    assert load_pil(new).size == (8, 8) and (new.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    save(image, taken)  # replace=True (the default, and --overwrite) replaces atomically
+    assert load_pil(taken).size == (8, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.png", "new.png", "taken.png"]
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+from ostransfer.files import write_atomic
+target, barrier, me, racers = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(barrier / me).touch()
+while len(list(barrier.iterdir())) < racers:
+    time.sleep(0.001)
+try:
+    write_atomic(target, me.encode(), replace=False)
+except FileExistsError:
+    sys.exit(17)
+"""
+
+
+def test_processes_racing_to_publish_one_path_exactly_one_wins(tmp_path):
+    (tmp_path / "barrier").mkdir()
+    target, racers = tmp_path / "same.png", 6
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, str(target), str(tmp_path / "barrier"),
+                               f"racer-{i}", str(racers)]) for i in range(racers)]
+    codes = [proc.wait(timeout=120) for proc in procs]
+    assert sorted(codes) == [0] + [17] * (racers - 1)
+    assert target.read_bytes() == f"racer-{codes.index(0)}".encode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["barrier", "same.png"]  # no partials
+
+
+@pytest.mark.parametrize("stem", ["n" * 251, "é" * 125 + "x"])  # 255 bytes with ".png"
+def test_partial_names_fit_the_name_limit(tmp_path, stem):
+    limit = name_limit(tmp_path)
+    if limit < 255:
+        pytest.skip(f"this file system takes names of {limit} bytes")
+    out = tmp_path / f"{stem}.png"
+    assert name_bytes(out.name) == 255
+    partial = partial_path(out)
+    assert name_bytes(partial.name) <= limit and partial.name.startswith(".")
+    assert partial.parent == tmp_path and partial.name.endswith(".partial")
+    save(np.zeros((4, 4, 3), np.float32), out, replace=False)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+HANG_IN_SAVE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from ostransfer.imaging.io import save
+def hang(self, fp, *args, **kwargs):
+    fp.write(b"half an image")
+    fp.flush()
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+Image.Image.save = hang
+save(np.zeros((4, 4, 3), np.float32), sys.argv[1])
+"""
+
+
+def hang_in_save(out: Path, ready: Path) -> subprocess.Popen:
+    """A process that stops in the middle of saving ``out`` (touching ``ready`` there)."""
+    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(out), str(ready)])
+    end = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < end
+        time.sleep(0.01)
+    return proc
+
+
+def test_partial_files_of_killed_saves_are_found_and_removed(tmp_path):
+    out, other = tmp_path / "out.png", tmp_path / "other.png"
+    killed = hang_in_save(out, tmp_path / "ready-1")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    alive = hang_in_save(out, tmp_path / "ready-2")  # still saving: its partial is not stale
+    try:
+        gone = hang_in_save(other, tmp_path / "ready-3")  # another output's: left alone
+        gone.kill()
+        gone.wait()
+        partials = sorted(p for p in tmp_path.iterdir() if p.name.endswith(".partial"))
+        assert len(partials) == 3
+        stale = [p for p in partials if f".{killed.pid}-" in p.name]
+        assert stale and stale[0].name.startswith(".out.png.")
+        assert stale_partials(out) == stale
+        assert remove_stale_partials(out) == stale and not stale[0].exists()
+        assert len([p for p in tmp_path.iterdir() if p.name.endswith(".partial")]) == 2
+        assert stale_partials(out) == []
+    finally:
+        alive.kill()
+        alive.wait()
+    assert len(stale_partials(out)) == 1  # now that its writer is gone
+
+
 # -- non-finite losses ---------------------------------------------------------------------
 
 class _Quadratic:
@@ -306,10 +438,23 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="made with a different content image"):
         ckpt.load(tmp_path, other)
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
-    with pytest.raises(ckpt.CheckpointError, match="unreadable checkpoint"):
+    with pytest.raises(ckpt.UnreadableCheckpoint, match="cannot be resumed: it is damaged") \
+            as info:
         ckpt.load(tmp_path, identity)
+    assert info.value.reason.startswith("damaged")
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint to resume"):
         ckpt.load(tmp_path / "nothing", identity)
+
+
+def test_a_checkpoint_write_killed_in_an_earlier_run_is_cleaned_up(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".checkpoint.npz.{dead.pid}-0123abcd.partial"
+    live = tmp_path / f".checkpoint.npz.{os.getpid()}-0123abcd.partial"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    ckpt.Checkpointer(tmp_path, _identity())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
 
 
 def test_a_failed_checkpoint_write_warns_and_the_run_goes_on(tmp_path, monkeypatch):

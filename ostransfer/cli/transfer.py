@@ -23,7 +23,8 @@ from ..run.plan import preflight
 from ..run.stylizer import Interrupted, Stylizer, Unfinished
 from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
                      parse_budgets, parse_floats, say)
-from .outputs import check_checkpoint_folder, check_output, free_path, save_or_rescue
+from .outputs import (check_checkpoint_folder, check_output, output_path, save_kept, save_result,
+                      start_output, tagged)
 from .progress import ProgressDisplay
 
 app = typer.Typer()
@@ -51,14 +52,21 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
     if folder is not None:
         check_checkpoint_folder(folder, "--checkpoint" if checkpoint else "--resume", overwrite,
                                 resuming=resume is not None and folder == resume)
-    return prepare(content, styles, options, device=device, content_guide=content_guide,
-                   style_guide=style_guide, checkpoint=folder, resume=resume,
-                   every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
-                   names=cli_names(content, styles, content_guide, style_guide))
+    try:
+        return prepare(content, styles, options, device=device, content_guide=content_guide,
+                       style_guide=style_guide, checkpoint=folder, resume=resume,
+                       every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
+                       names=cli_names(content, styles, content_guide, style_guide))
+    except ckpt.UnreadableCheckpoint as exc:
+        raise UsageError(f"{exc}; to start over, use --checkpoint {folder} --overwrite instead "
+                         f"of --resume") from None
 
 
-def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None) -> None:
-    """Run a prepared job and save its result; see the exit codes in ``common``."""
+def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None,
+            overwrite: bool = False) -> None:
+    """Run a prepared job and save its result (replacing a file only with ``overwrite``);
+    see the exit codes in ``common``."""
+    start_output(out)
     folder = job.checkpoint.folder if job.checkpoint is not None else None
     stylizer = None if job.finished else Stylizer(device=device)  # a Ctrl-C here: nothing to keep
     with StopSignals() as signals:
@@ -74,7 +82,7 @@ def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path |
                 signals.shield = True
                 _report_unfinished(stop, out, folder)
         signals.shield = True
-        written, problem = save_or_rescue(result, out)
+        written, problem = save_result(result, out, overwrite)
     if problem is not None:
         if written is not None:
             fail(escape(f"{problem}; the result was saved to {written} instead"), 1)
@@ -93,7 +101,7 @@ def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None) -> None
     kept = problem = None
     if stop.image is not None:
         tag = "interrupted" if interrupted else "failed"
-        kept, problem = save_or_rescue(stop.image, free_path(out, f"{tag}-{stop.side}px"))
+        kept, problem = save_kept(stop.image, tagged(out, f"{tag}-{stop.side}px"))
     where = (f"the best image so far ({stop.side} px scale) is in {kept}" if kept
              else f"the best image so far could not be saved ({problem})" if problem
              else "no image was saved")
@@ -129,8 +137,8 @@ def stylize(
     content: Path = typer.Argument(..., metavar="CONTENT", help="content image", show_default=False),
     style: list[Path] = typer.Argument(..., metavar="STYLE", show_default=False,
                                        help="style image, or several to mix (see --style-weight)"),
-    out: Path = typer.Option(..., "-o", "--output", help="output image (.png, .jpg, ...)",
-                             rich_help_panel=OUTPUT),
+    output: str = typer.Option(..., "-o", "--output", metavar="PATH", show_default=False,
+                               help="output image (.png, .jpg, ...)", rich_help_panel=OUTPUT),
     size: int = typer.Option(512, help="long side of the output, px", rich_help_panel=OUTPUT),
     overwrite: bool = typer.Option(False, help="replace an existing output file (and an "
                                                "unfinished checkpoint)", rich_help_panel=OUTPUT),
@@ -197,6 +205,7 @@ def stylize(
     OUT.interrupted-<side>px (exit code 130)."""
     with clear_errors():
         guides = [g for g in (content_guide, style_guide) if g is not None]
+        out = output_path(output)
         check_output(out, [content, *style, *guides], overwrite)
         options = Options(size=size, preset=preset, content_weight=content_weight,
                           optimizer=optimizer, evaluations=parse_budgets(evaluations),
@@ -208,12 +217,13 @@ def stylize(
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
                           content_guide=content_guide, style_guide=style_guide)
-        run_job(device, job, out, quiet, resume)
+        run_job(device, job, out, quiet, resume, overwrite)
 
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("ostransfer-demo.png"), "-o", "--output", help="output image"),
+    output: str = typer.Option("ostransfer-demo.png", "-o", "--output", metavar="PATH",
+                               help="output image"),
     size: int = typer.Option(512, help="long side of the output, px"),
     overwrite: bool = typer.Option(False, help="replace an existing output file"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -222,17 +232,19 @@ def demo(
     """Stylise the shipped sample photo (a cat) with van Gogh's Starry Night."""
     with clear_errors():
         content, style = sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg")
+        out = output_path(output)
         check_output(out, [content, style], overwrite)
         device = resolve_device(device)
         run_job(device, prepare_job(device, content, [style], Options(size=size)), out, quiet,
-                None)
+                None, overwrite)
 
 
 @app.command(no_args_is_help=True)
 def sweep(
     content: Path = typer.Argument(..., metavar="CONTENT", show_default=False),
     style: Path = typer.Argument(..., metavar="STYLE", show_default=False),
-    out: Path = typer.Option(..., "-o", "--output", help="grid image"),
+    output: str = typer.Option(..., "-o", "--output", metavar="PATH", show_default=False,
+                               help="grid image"),
     weights: str = typer.Option("256,1024,4096,16384", help="content weights, comma-separated"),
     size: int = typer.Option(256, help="long side of each result, px"),
     preset: str = typer.Option("paper"),
@@ -244,6 +256,7 @@ def sweep(
 ) -> None:
     """Render one result per content weight side by side, labelled (like the paper's figure)."""
     with clear_errors():
+        out = output_path(output)
         check_output(out, [content, style], overwrite)
         values = parse_floats(weights, "--weights")
         budgets = parse_budgets(evaluations)
@@ -253,13 +266,14 @@ def sweep(
         device = resolve_device(device)
         plan = preflight(content_img.size, style_img.size, runs[0], device,
                          (str(content), str(style)))
+        start_output(out)
         stylizer = Stylizer(device=device)
         with StopSignals() as signals:
             results = _sweep_runs(stylizer, signals, content_img, style_img, runs, plan, out,
                                   quiet)
             signals.shield = True
-            written, problem = save_or_rescue(
-                labelled_row(results, [f"a = {w:g}" for w in values]), out)
+            written, problem = save_result(
+                labelled_row(results, [f"a = {w:g}" for w in values]), out, overwrite)
         if problem is not None:
             fail(escape(problem + (f"; the grid was saved to {written} instead" if written
                                     else "; the grid could not be saved")), 1)
@@ -281,10 +295,12 @@ def _sweep_runs(stylizer: Stylizer, signals: StopSignals, content, style, runs: 
         kept = None
         if results:
             labels = [f"a = {o.final_weight:g}" for o in runs[:len(results)]]
-            kept, _ = save_or_rescue(labelled_row(results, labels), free_path(
+            kept, _ = save_kept(labelled_row(results, labels), tagged(
                 out, "interrupted" if isinstance(stop, Interrupted) else "failed"))
-        where = (f"the {len(results)} finished results are in {kept}" if kept
-                 else "no result was finished")
+        where = ("no result was finished" if not results
+                 else "the grid of the finished results could not be saved" if kept is None
+                 else f"the finished result is in {kept}" if len(results) == 1
+                 else f"the {len(results)} finished results are in {kept}")
         if isinstance(stop, Interrupted):
             say(f"interrupted: {where}")
             raise typer.Exit(130) from None

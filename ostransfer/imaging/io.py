@@ -173,12 +173,15 @@ def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(resize(ch, size)) for ch in channels], axis=-1).astype(np.float32)
 
 
-def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95) -> Path:
+def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95, *,
+         replace: bool = True) -> Path:
     """Write an (H, W, 3) float image atomically; the format follows the extension.
 
     The image goes to a temporary file in the target's folder, is flushed to disk, then
     renamed over the target: readers see the old file or the whole new one, never a part.
-    Raises SaveError (the temporary file removed) when it cannot be written."""
+    With ``replace=False`` it never replaces anything at ``path``, even something that
+    appears while it is written: FileExistsError then, and nothing is written. Raises
+    SaveError (the temporary file removed) when it cannot be written."""
     path = Path(path)
     fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -186,6 +189,9 @@ def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95) -> Path:
     image = from_array(array)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
-        return write_atomic(path, lambda f: image.save(f, format=fmt, **options))
+        return write_atomic(path, lambda f: image.save(f, format=fmt, **options),
+                            replace=replace)
     except Exception as exc:  # noqa: BLE001 - Pillow's encoders and the OS raise many kinds
+        if isinstance(exc, FileExistsError) and not replace:
+            raise
         raise SaveError(f"{path}: cannot write ({_reason(exc)})") from exc

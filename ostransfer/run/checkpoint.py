@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .._version import __version__
-from ..files import write_atomic
+from ..files import remove_stale_partials, write_atomic
 from ..method.schedule import scale_sides
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,15 @@ FORMAT = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or belongs to another run (one line)."""
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint file that cannot be resumed at all: damaged (truncated, corrupt, not
+    written by ostransfer) or of another format; ``reason`` says which, briefly."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: the checkpoint cannot be resumed: it is {reason}")
+        self.path, self.reason = path, reason
 
 
 @dataclass
@@ -60,8 +69,8 @@ class RunState:
     def describe(self) -> str:
         if self.complete:
             return "finished"
-        return (f"scale {self.scale + 1} of {self.scales}, {self.evaluations} evaluations "
-                f"into it")
+        return (f"scale {self.scale + 1} of {self.scales}, {self.evaluations} evaluation"
+                f"{'s' if self.evaluations != 1 else ''} into it")
 
 
 def image_digest(image: Image.Image) -> str:
@@ -173,15 +182,14 @@ def read(folder: str | os.PathLike) -> tuple[dict[str, Any], RunState]:
     if not path.is_file():
         raise CheckpointError(f"{folder}: no checkpoint to resume ({FILE} is missing)")
     if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: unreadable checkpoint (damaged, or not written by "
-                              f"ostransfer)")
+        raise UnreadableCheckpoint(path, "damaged, or not written by ostransfer")
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             arrays = {name: data[name] for name in data.files if name != "meta"}
         if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not "
-                                  f"{FORMAT}; it was made by another version of ostransfer")
+            raise UnreadableCheckpoint(path, f"of format {meta.get('format')}, not {FORMAT}: "
+                                             f"made by another version of ostransfer")
         state = RunState(scale=int(meta["scale"]), rounds=int(meta["rounds"]),
                          evaluations=int(meta["evaluations"]), result=arrays.pop("result", None),
                          optimizer={k[len("opt_"):]: v for k, v in arrays.items()
@@ -191,8 +199,8 @@ def read(folder: str | os.PathLike) -> tuple[dict[str, Any], RunState]:
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file, whatever numpy or json says
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: "
-                              f"{' '.join(str(exc).split())[:120]})") from None
+        raise UnreadableCheckpoint(path, f"damaged ({type(exc).__name__}: "
+                                         f"{' '.join(str(exc).split())[:120]})") from None
 
 
 def load(folder: str | os.PathLike, expected: dict[str, Any]) -> RunState:
@@ -210,7 +218,8 @@ class Checkpointer:
     """Writes a run's state into ``folder`` at every call of ``save``; ``due`` says when
     ``every`` seconds have passed since the last write (the run then saves at the next round).
 
-    A write that fails (a full disk) is reported through ``warn`` and the run goes on."""
+    A write that fails (a full disk) is reported through ``warn`` and the run goes on. The
+    partial files of a write killed in an earlier run (SIGKILL, a power cut) are removed."""
 
     def __init__(self, folder: str | os.PathLike, identity: dict[str, Any], every: float = 180.0,
                  warn: Callable[[str], None] | None = None):
@@ -220,6 +229,7 @@ class Checkpointer:
         self.warn = warn or log.warning
         self.last = time.monotonic()
         self.saved: RunState | None = None  # the last state written
+        remove_stale_partials(path_in(self.folder))
 
     def due(self) -> bool:
         return time.monotonic() - self.last >= self.every

@@ -108,7 +108,8 @@ def prepare(content: ImageLike, style: ImageLike | Sequence[ImageLike], options:
         job.resume = ckpt.load(resume, identity)
         if job.resume.scales != len(plan):
             raise ckpt.CheckpointError(f"{resume}: the checkpoint has {job.resume.scales} "
-                                       f"scales, this run {len(plan)}")
+                                       f"scale{'s' if job.resume.scales != 1 else ''}, this "
+                                       f"run {len(plan)}")
     job.checkpoint = ckpt.Checkpointer(checkpoint if checkpoint is not None else resume,
                                        identity, every=every, warn=warn)
     return job

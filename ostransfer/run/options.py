@@ -59,10 +59,13 @@ class Options:
             raise ValueError(f"preserve color must be True, False or one of "
                              f"{', '.join(COLOR_METHODS)}, got {color!r}")
         budgets = self.budgets(len(scale_sides(self.size)))
-        if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) for b in budgets):
-            raise ValueError(f"evaluations per scale must be integers, got {budgets}")
-        if any(b < 1 for b in budgets):
-            raise ValueError(f"evaluations per scale must be at least 1, got {budgets}")
+        not_integers = [b for b in budgets
+                        if isinstance(b, bool) or not isinstance(b, (int, np.integer))]
+        if not_integers:
+            raise ValueError(f"evaluations per scale must be integers, got {not_integers[0]!r}")
+        too_few = [b for b in budgets if b < 1]
+        if too_few:
+            raise ValueError(f"evaluations per scale must be at least 1, got {too_few[0]}")
         return self
 
     def _check_integers(self) -> None:
@@ -119,7 +122,8 @@ class Options:
             return [self.evaluations] * scales
         budgets = list(self.evaluations)
         if len(budgets) != scales:
-            raise ValueError(f"{len(budgets)} evaluation budgets given for {scales} scales")
+            raise ValueError(f"{len(budgets)} evaluation budget{'s' if len(budgets) != 1 else ''} "
+                             f"given for {scales} scale{'s' if scales != 1 else ''}")
         return budgets
 
 

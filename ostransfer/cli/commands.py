@@ -1,0 +1,17 @@
+"""The ``ostransfer`` command line (typer): one app per command group, joined here.
+
+``transfer`` (stylize, demo, sweep), ``models`` (fetch-model) and ``research`` (compare,
+score, bench) parse options and display; the run layer does the work. Exit codes are in
+``common``. The console script enters through ``ostransfer.cli.main``, which loads this.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import models, research, transfer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Style transfer by relaxed optimal transport and self-similarity (STROTSS).")
+for group in (transfer.app, models.app, research.app):
+    app.add_typer(group)
