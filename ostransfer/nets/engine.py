@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..arrays import Array, namespace
+from ..arrays import Array, namespace, resolve_device
 from . import vgg16_graphs
 from .provision import ensure_models
 from .runtime import release_free_heap, session_options
@@ -54,6 +54,8 @@ class VGGFeatures:
         # Memory patterns pre-plan one block per input shape; with shared buffers bound by
         # the caller they only add to the peak (1.64 GB against 1.26 GB at 512 px).
         options.enable_mem_pattern = False
+        if device == "cuda":
+            resolve_device(device)  # DeviceError (what to install) without CuPy or onnxruntime-gpu
         self.xp = namespace(device)
         if device == "cuda":
             providers = [("CUDAExecutionProvider", {"device_id": self.xp.cuda.Device().id}),
