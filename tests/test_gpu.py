@@ -222,3 +222,51 @@ def test_cuda_cli_stylize(tmp_path):
                           "--quiet")
     assert result.returncode == 0, result.stderr
     assert out.is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# tools/wheel_pieces.py: what carries the wheel to the GPU machine, one piece per run
+
+
+def _wheel_pieces():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wheel_pieces", ROOT / "tools" / "wheel_pieces.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("compress", ["none", "xz"])
+def test_wheel_pieces_travel_one_per_run_and_join(tmp_path, compress):
+    import zipfile
+
+    wp = _wheel_pieces()
+    rng = np.random.default_rng(0)
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("demo/__init__.py", "x = 1\n" * 5000)
+        z.writestr("demo-1.0.dist-info/RECORD", "demo/__init__.py,,\n")
+    blob = tmp_path / "weights.ckpt"
+    blob.write_bytes(rng.bytes(150_000))
+    out, stash = tmp_path / "pieces", tmp_path / "stash"
+    index = wp.pack([wheel, blob], out, 40_000, compress, ROOT, 64 * wp.MIB)
+    assert len(index["pieces"]) >= 2 and not wp.verify_local(index, out)
+    for i, piece in enumerate(index["pieces"]):  # each run carries the index and one piece
+        carried = tmp_path / f"run{i}"
+        carried.mkdir()
+        (carried / wp.INDEX).write_bytes((out / wp.INDEX).read_bytes())
+        (carried / piece["name"]).write_bytes((out / piece["name"]).read_bytes())
+        code = wp.main(["receive", "--out", str(carried), "--stash", str(stash)])
+        assert code == (0 if i == len(index["pieces"]) - 1 else 3)
+    written = wp.unpack(stash, tmp_path / "bundle")
+    assert sorted(p.name for p in written) == sorted([wheel.name, blob.name])
+    assert (tmp_path / "bundle" / blob.name).read_bytes() == blob.read_bytes()
+    with zipfile.ZipFile(tmp_path / "bundle" / wheel.name) as z:  # stored or as it was
+        assert z.read("demo/__init__.py") == b"x = 1\n" * 5000
+    if compress == "none":
+        assert (tmp_path / "bundle" / wheel.name).read_bytes() == wheel.read_bytes()
+    damaged = stash / index["pieces"][0]["name"]
+    damaged.write_bytes(b"\0" + damaged.read_bytes()[1:])
+    with pytest.raises(wp.PiecesError, match="part-00"):
+        wp.unpack(stash, tmp_path / "again")
