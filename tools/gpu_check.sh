@@ -372,6 +372,10 @@ if [ "$DRY_RUN" = 1 ]; then
     step stylize-1024 240 "$PYTHON" -m ostransfer.cli stylize "$CONTENT" "$STYLE" \
         -o "$OUTDIR/stylize_1024.png" --size 96 --evaluations 3 --device cpu --overwrite --quiet
 else
+    # Float32 against float32: torch lets cuDNN use TF32 for convolutions by default (our
+    # engine turns it off); NVIDIA_TF32_OVERRIDE=0 turns it off in cuBLAS and cuDNN for both.
+    export NVIDIA_TF32_OVERRIDE=0
+    unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
     step provider 120 provider
     step pytest 240 "$PYTHON" -m pytest -q -rs -p no:cacheprovider \
         --junitxml "$OUTDIR/pytest.xml" -k "cuda or cupy" tests
