@@ -250,7 +250,13 @@ def test_wheel_pieces_travel_one_per_run_and_join(tmp_path, compress):
     blob = tmp_path / "weights.ckpt"
     blob.write_bytes(rng.bytes(150_000))
     out, stash = tmp_path / "pieces", tmp_path / "stash"
-    index = wp.pack([wheel, blob], out, 40_000, compress, ROOT, 64 * wp.MIB)
+    tree = tmp_path / "tree"  # the checkout that travels beside the pieces: one small file
+    tree.mkdir()
+    (tree / "README").write_text("x" * 1000)
+    assert wp.tree_bytes(tree) == 1000
+    with pytest.raises(wp.PiecesError, match="do not fit"):
+        wp.pack([wheel, blob], out, 40_000, compress, tree, 40_500)
+    index = wp.pack([wheel, blob], out, 40_000, compress, tree, 64 * wp.MIB)
     assert len(index["pieces"]) >= 2 and not wp.verify_local(index, out)
     for i, piece in enumerate(index["pieces"]):  # each run carries the index and one piece
         carried = tmp_path / f"run{i}"

@@ -58,10 +58,16 @@ def sha256_file(path: Path) -> str:
 
 def tree_bytes(root: Path) -> int:
     """What the device tool sends besides the carried paths: tracked files, untracked files
-    git does not ignore, and the checkout's shared/ folder."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], cwd=root, capture_output=True, check=True)
-    names = {n for n in listing.stdout.decode().split("\0") if n}
+    git does not ignore, and the checkout's shared/ folder. (Not a git checkout: every file
+    but those of the usual ignored folders.)"""
+    try:
+        listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                                  "--exclude-standard"], cwd=root, capture_output=True, check=True)
+        names = {n for n in listing.stdout.decode().split("\0") if n}
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".whl", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis"}
+        names = {str(p.relative_to(root)) for p in root.rglob("*")
+                 if not skip.intersection(p.relative_to(root).parts)}
     total = sum((root / n).stat().st_size for n in names if (root / n).is_file()
                 and not (root / n).is_symlink())
     shared = root / "shared"
