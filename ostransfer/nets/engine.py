@@ -16,13 +16,25 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..arrays import Array, namespace
+from ..arrays import Array, device_error, namespace, resolve_device
 from . import vgg16_graphs
 from .provision import ensure_models
-from .runtime import release_free_heap, session_options
+from .runtime import preload_cuda_libraries, release_free_heap, session_options
 from .vgg16 import FEATURE_LAYERS, LAYERS, map_shape
 
 log = logging.getLogger(__name__)
+
+
+def _check_cuda_provider(*sessions: ort.InferenceSession) -> None:
+    """onnxruntime-gpu lists the CUDA provider even when it cannot load it (CUDA 13 or cuDNN 9
+    libraries not found): the session then runs on the CPU provider alone, and binding CuPy
+    pointers to it would fail later, obscurely. Say so at once."""
+    for session in sessions:
+        if "CUDAExecutionProvider" not in session.get_providers():
+            raise device_error(
+                "onnxruntime-gpu could not start its CUDA provider (are the CUDA 13 and "
+                "cuDNN 9 libraries findable? onnxruntime.preload_dlls() or LD_LIBRARY_PATH)")
+
 
 @dataclass
 class _Buffers:
@@ -54,17 +66,24 @@ class VGGFeatures:
         # Memory patterns pre-plan one block per input shape; with shared buffers bound by
         # the caller they only add to the peak (1.64 GB against 1.26 GB at 512 px).
         options.enable_mem_pattern = False
-        self.xp = namespace(device)
         if device == "cuda":
-            providers = [("CUDAExecutionProvider", {"device_id": self.xp.cuda.Device().id}),
-                         "CPUExecutionProvider"]
+            resolve_device(device)  # DeviceError (what to install) without CuPy or onnxruntime-gpu
+            self.xp = namespace(device)
+            # TF32 (the CUDA provider's default on Ampere and later) rounds the convolutions'
+            # inputs to 10 mantissa bits: the maps and gradients would lose float32 accuracy.
+            cuda = {"device_id": str(self.xp.cuda.Device().id), "use_tf32": "0"}
+            providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+            preload_cuda_libraries()
             vjp_file = vgg16_graphs.VJP_SCATTER_FILE  # the CUDA provider has no MaxUnpool
         else:
+            self.xp = namespace(device)
             providers = ["CPUExecutionProvider"]
             vjp_file = vgg16_graphs.VJP_FILE
         self._forward = ort.InferenceSession(str(folder / vgg16_graphs.FORWARD_FILE), options,
                                              providers=providers)
         self._vjp = ort.InferenceSession(str(folder / vjp_file), options, providers=providers)
+        if device == "cuda":
+            _check_cuda_provider(self._forward, self._vjp)
         release_free_heap()
         self._buffers: _Buffers | None = None
         log.debug("VGG16 sessions loaded from %s on %s", folder, device)

@@ -3,7 +3,9 @@ memory arena per process."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import os
 
@@ -12,6 +14,7 @@ import onnxruntime as ort
 log = logging.getLogger(__name__)
 
 _ENVIRONMENT_THREADS: int | None = None
+_CUDA_PRELOADED = False
 
 
 def _configure_environment(threads: int) -> bool:
@@ -64,3 +67,23 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
         # Sessions that alternate: spinning workers of one would steal the other's cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
+
+
+def preload_cuda_libraries() -> None:
+    """Once per process, before the first CUDA session: load the CUDA 13 and cuDNN 9
+    libraries of the nvidia pip packages (``onnxruntime.preload_dlls``, ORT >= 1.21); the
+    CUDA provider has no search path of its own and finds them otherwise only on
+    LD_LIBRARY_PATH or already loaded (by CuPy or torch). What it prints goes to the debug
+    log; a library it cannot load shows as a CUDA provider that does not start."""
+    global _CUDA_PRELOADED
+    if _CUDA_PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _CUDA_PRELOADED = True
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - a preload that fails is reported by the session
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
