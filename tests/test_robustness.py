@@ -476,6 +476,7 @@ def test_a_failed_checkpoint_write_warns_and_the_run_goes_on(tmp_path, monkeypat
 RUN = dict(size=80, samples=64, style_samples=100, per_round=2, seed=5,
            evaluations=[1, 3])  # scales 64 and 80 px
 RMSPROP = dict(RUN, size=32, optimizer="rmsprop", evaluations=3)  # one 32 px scale
+MLBFGS = dict(RUN, optimizer="mlbfgs", per_round=1, evaluations=[2, 8])
 
 
 @pytest.fixture(scope="module")
@@ -512,9 +513,15 @@ def _stop_at(scale: int, evaluation: int):
     (RUN, (1, 3), 0.0, (1, 1, 2)),
     # only scale-end checkpoints: continues from the start of the second scale
     (RUN, (1, 1), 1e9, (1, 0, 0)),
+    # no round checkpoint due: the interrupt writes the last round boundary's state
+    (RUN, (1, 3), 1e9, (1, 1, 2)),
     # RMSprop (its pyramid and running averages are the state)
     (RMSPROP, (0, 3), 0.0, (0, 1, 2)),
-], ids=["lbfgs-mid-scale", "lbfgs-scale-boundary", "rmsprop-mid-scale"])
+    (RMSPROP, (0, 3), 1e9, (0, 1, 2)),
+    # multi-batch L-BFGS (its coefficients and curvature pairs are the state)
+    (MLBFGS, (1, 6), 1e9, (1, 2, 4)),
+], ids=["lbfgs-mid-scale", "lbfgs-scale-boundary", "lbfgs-at-interrupt", "rmsprop-mid-scale",
+        "rmsprop-at-interrupt", "mlbfgs-at-interrupt"])
 def test_resume_ends_with_the_uninterrupted_result(stylizer, inputs, uninterrupted, tmp_path,
                                                    options, stop, every, where):
     opts = Options(**options)
@@ -525,6 +532,7 @@ def test_resume_ends_with_the_uninterrupted_result(stylizer, inputs, uninterrupt
                      checkpoint=ckpt.Checkpointer(tmp_path, identity, every=every))
     saved = info.value.state
     assert (saved.scale, saved.rounds, saved.evaluations) == where
+    assert info.value.lost == stop[1] - where[2]  # what the resumed run does again
     assert info.value.image is not None and max(info.value.image.shape) == info.value.side
     state = ckpt.load(tmp_path, identity)
     seen = []

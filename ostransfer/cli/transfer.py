@@ -106,6 +106,10 @@ def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None) -> None
              else f"the best image so far could not be saved ({problem})" if problem
              else "no image was saved")
     hint = f"; continue with --resume {folder}" if folder and ckpt.exists(folder) else ""
+    lost = getattr(stop, "lost", 0)
+    if hint and lost:
+        hint += (f" (the last {lost} evaluation{'s' if lost != 1 else ''}, since the last round"
+                 " boundary, are done again)")
     if interrupted:
         say(f"interrupted: {where}{hint}")
         raise typer.Exit(130) from None

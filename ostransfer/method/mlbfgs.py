@@ -148,7 +148,7 @@ def _iterate(evaluate: Callable, z: np.ndarray, f: float, g: np.ndarray, current
 
 
 def _state(z: np.ndarray, pairs: deque, image: np.ndarray) -> dict[str, np.ndarray]:
-    """What continues the run at a sample-set boundary (arrays are not copied)."""
+    """What continues the run at a sample-set boundary (arrays the run no longer changes)."""
     if pairs:
         s = np.stack([p[0] for p in pairs])
         y = np.stack([p[1] for p in pairs])

@@ -43,7 +43,8 @@ class Stop(Exception):
 Callback = Callable[[Step], None]
 RoundRng = Union[np.random.Generator, Callable[[int], np.random.Generator]]
 # on_round(rounds done, evaluations done, optimiser state): called at each round boundary
-# inside a scale (not after the last round); the state's arrays are not copied.
+# inside a scale (not after the last round); the optimiser does not change the state's
+# arrays afterwards, so they may be kept without a copy.
 RoundCallback = Callable[[int, int, dict[str, np.ndarray]], None]
 
 

@@ -48,8 +48,8 @@ def rmsprop(objective: ObjectiveLike, image: np.ndarray, steps: int, rng: RoundR
             round_index += 1
             generator = round_rng(rng, round_index)
             if on_round is not None:
-                state = {f"band_{i}": b for i, b in enumerate(bands)}
-                state.update({f"square_{i}": q for i, q in enumerate(square)})
+                state = {f"band_{i}": b.copy() for i, b in enumerate(bands)}  # updated in place
+                state.update({f"square_{i}": q.copy() for i, q in enumerate(square)})
                 state["image"] = np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)
                 on_round(round_index, step, state)
     return np.clip(pyramid.reconstruct(bands), 0.0, 1.0).astype(np.float32)

@@ -61,10 +61,15 @@ class Unfinished(Exception):
 
 
 class Interrupted(Unfinished):
-    """The run was stopped (Ctrl-C, SIGTERM or a callback raising ``Stop``)."""
+    """The run was stopped (Ctrl-C, SIGTERM or a callback raising ``Stop``). With a checkpoint
+    folder, the state of the last round boundary is written at the interrupt (it continues
+    the run exactly); ``lost`` counts the evaluations done since it, which a resumed run
+    does again."""
 
-    def __init__(self, image: np.ndarray | None, side: int, state: RunState | None = None):
+    def __init__(self, image: np.ndarray | None, side: int, state: RunState | None = None,
+                 lost: int = 0):
         super().__init__(f"interrupted at the {side} px scale", image, side, state)
+        self.lost = lost
 
 
 class RunFailed(Unfinished):
@@ -109,8 +114,12 @@ class _ScaleProgress:
         self.run, self.position, self.previous = run, position, previous
         self.scale = run.plan[position]
         self.best_loss, self.best = math.inf, start
+        self.resumed_at = 0  # the evaluations of a state this scale continues from
+        self.evaluations = 0  # done in this scale, counted from its start
+        self.boundary: RunState | None = None  # the last round boundary's state
 
     def report(self, step: Step) -> None:
+        self.evaluations = step.evaluation
         if step.loss < self.best_loss:
             self.best_loss, self.best = step.loss, step.image
         if self.run.progress:
@@ -119,17 +128,36 @@ class _ScaleProgress:
                                        time.perf_counter() - self.run.started))
 
     def round_done(self, rounds: int, count: int, opt_state: dict) -> None:
+        """At a round boundary: keep its state (the optimisers do not change the arrays they
+        hand over), and write it when a checkpoint is due."""
         checkpoint = self.run.checkpoint
-        if checkpoint is not None and checkpoint.due():
-            checkpoint.save(RunState(self.position, rounds, count, self.previous, opt_state,
-                                     len(self.run.plan)))
+        if checkpoint is None:
+            return
+        self.boundary = RunState(self.position, rounds, count, self.previous, opt_state,
+                                 len(self.run.plan))
+        if checkpoint.due():
+            checkpoint.save(self.boundary)
+
+    def _save_at_interrupt(self) -> int:
+        """Write the last round boundary's state if the checkpoint does not hold it yet;
+        the evaluations of this scale that the checkpoint does not hold."""
+        checkpoint, saved = self.run.checkpoint, self.run.saved()
+        if checkpoint is None:
+            return 0
+        if self.boundary is not None and saved is not self.boundary:
+            checkpoint.save(self.boundary)
+            saved = self.run.saved()
+        held = saved.evaluations if saved is not None and saved.scale == self.position \
+            else self.resumed_at
+        return max(0, self.evaluations - held)
 
     def unfinished(self, exc: BaseException) -> Unfinished:
         """The exception a run raises when ``exc`` stopped this scale."""
         side = self.scale.side if self.best is None else int(max(self.best.shape[:2]))
         saved, where = self.run.saved(), f"at the {self.scale.side} px scale"
         if isinstance(exc, (KeyboardInterrupt, Stop)):
-            return Interrupted(self.best, side, saved)
+            lost = self._save_at_interrupt()
+            return Interrupted(self.best, side, self.run.saved(), lost)
         if isinstance(exc, NonFiniteError):
             return RunFailed(f"the loss is not finite {where}: {exc}", self.best, side, saved,
                              exc.term)
@@ -233,6 +261,7 @@ class Stylizer:
                                   opts.samples)
             first_round, done = (0, 0) if continued is None else (continued.rounds,
                                                                   continued.evaluations)
+            tracker.resumed_at = tracker.evaluations = done
             if image is None:
                 image = initial_image(content, style_mean, previous, last,
                                       from_content=opts.init == "content")
