@@ -12,7 +12,8 @@ that does not depend on X and are built once per scale / per sample set.
 Conventions: cosine distance d_cos(v, w) = 1 - v.w / (max(|v|, eps) max(|w|, eps)) with
 eps = 1e-8; REMD gradients flow through the larger branch (the row branch on a tie) and the
 arg-min pairs only (first index on ties, like argmin); the Euclidean distance has gradient 0
-at distance exactly 0; sign(0) = 0 for the L1 terms.
+at distance exactly 0; sign(0) = 0 for the L1 terms. Array API as SciPy writes it: each
+public function resolves ``xp = array_namespace(X)`` once; the helpers take ``*, xp``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _SQRT3 = math.sqrt(3.0)
 # helpers
 
 
-def _normalise_rows(xp, A: Array) -> tuple[Array, Array, Array]:
+def _normalise_rows(A: Array, *, xp) -> tuple[Array, Array, Array]:
     """Rows of A (K, C) divided by max(|row|, eps).
 
     Returns (unit (K, C), clipped norm (K, 1), mask (K, 1): 1 where |row| > eps else 0,
@@ -44,7 +45,7 @@ def _normalise_rows(xp, A: Array) -> tuple[Array, Array, Array]:
     return A / norm, norm, mask
 
 
-def _sum64(xp, A: Array, axis: int | None = None, scale: float = 1.0) -> Array:
+def _sum64(A: Array, axis: int | None = None, scale: float = 1.0, *, xp) -> Array:
     """scale * (sum of A over ``axis``; all axes: None), accumulated in float64, in A's dtype.
 
     A float32 sum of K terms along a non-contiguous axis (NumPy adds the rows one by one)
@@ -54,9 +55,8 @@ def _sum64(xp, A: Array, axis: int | None = None, scale: float = 1.0) -> Array:
     return xp.astype(total * scale if scale != 1.0 else total, A.dtype)
 
 
-def _unit_backward(g_unit: Array, unit: Array, norm: Array, mask: Array) -> Array:
+def _unit_backward(g_unit: Array, unit: Array, norm: Array, mask: Array, *, xp) -> Array:
     """Pull a gradient (K, C) w.r.t. unit = A / max(|A|, eps) back to A (K, C)."""
-    xp = array_namespace(g_unit)
     radial = xp.vecdot(g_unit, unit)[:, None] * mask
     return (g_unit - radial * unit) / norm
 
@@ -89,7 +89,7 @@ def style_target(S: Array) -> StyleTarget:
     """Precompute the style statistics of S (M, D); costs one D x D x M product."""
     xp = array_namespace(S)
     m = S.shape[0]
-    unit, _, _ = _normalise_rows(xp, S)
+    unit, _, _ = _normalise_rows(S, xp=xp)
     # once per scale, so in float64 (0.4 s at M = 5000, D = 2179 on two cores): the float32
     # product's rounding would be half of d_cov's error in moment_loss
     Sc = xp.astype(S, xp.float64)
@@ -99,7 +99,7 @@ def style_target(S: Array) -> StyleTarget:
     cov = xp.astype(xp.matmul(Sc.T, Sc) / m, S.dtype)
     del Sc
     rgb = S[:, :3]
-    rgb_unit, _, _ = _normalise_rows(xp, rgb)
+    rgb_unit, _, _ = _normalise_rows(rgb, xp=xp)
     rgb_c = rgb - mean[:3]
     rgb_aug = xp.concat([-2.0 * rgb_c, xp.ones_like(rgb[:, :1]),
                          xp.sum(rgb_c * rgb_c, axis=1, keepdims=True)], axis=1)
@@ -120,7 +120,7 @@ class ContentTarget:
     unit_sum: Array | None = None
 
 
-def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
+def _column_normalised(unit: Array, *, xp) -> tuple[Array, Array]:
     """A (N, N) = D / s with D = 1 - U U^T from unit rows U (N, D) and s (N,) its column
     sums; returns (A, s).
 
@@ -128,15 +128,15 @@ def _column_normalised(xp, unit: Array) -> tuple[Array, Array]:
     ~N ulps, which shifts every A_ij by as much and flips sign(A^X - A^C) wherever the two
     agree to a few ulps (the content term's kinks)."""
     Dm = 1.0 - xp.matmul(unit, unit.T)
-    colsum = _sum64(xp, Dm, axis=0)
+    colsum = _sum64(Dm, axis=0, xp=xp)
     return Dm / colsum[None, :], colsum
 
 
 def content_target(C: Array) -> ContentTarget:
     """Precompute the content self-similarity of C (N, D); once per sample set."""
     xp = array_namespace(C)
-    unit, _, _ = _normalise_rows(xp, C)
-    return ContentTarget(A=_column_normalised(xp, unit)[0], feats=C,
+    unit, _, _ = _normalise_rows(C, xp=xp)
+    return ContentTarget(A=_column_normalised(unit, xp=xp)[0], feats=C,
                          unit_sum=xp.sum(unit, axis=0, dtype=xp.float64))
 
 
@@ -149,7 +149,7 @@ _KINK_MAX_PER_ROW = 4
 _KINK_CHUNK = 1024
 
 
-def _pair_distances64(xp, F: Array, unit_sum64: Array, i: Array, j: Array) -> Array:
+def _pair_distances64(F: Array, unit_sum64: Array, i: Array, j: Array, *, xp) -> Array:
     """A_ij in float64 for rows F (N, D) and index pairs i, j (K,), given the float64 sum
     of F's unit rows (D,): D_ij = 1 - f_i . f_j, s_j = sum_k D_kj = N - unit_sum . f_j."""
     parts = []
@@ -163,8 +163,8 @@ def _pair_distances64(xp, F: Array, unit_sum64: Array, i: Array, j: Array) -> Ar
     return xp.concat(parts)
 
 
-def _kink_signs(xp, diff: Array, abs_diff: Array, A: Array, X: Array, unit: Array,
-                content: ContentTarget) -> Array:
+def _kink_signs(diff: Array, abs_diff: Array, A: Array, X: Array, unit: Array,
+                content: ContentTarget, *, xp) -> Array:
     """sign(A^X - A^C) (N, N), with the entries near 0 recomputed in float64."""
     sign = xp.sign(diff)
     if content.feats is None or content.unit_sum is None:
@@ -173,8 +173,8 @@ def _kink_signs(xp, diff: Array, abs_diff: Array, A: Array, X: Array, unit: Arra
     i, j = xp.nonzero(near)  # row-major, the order of sign[near]
     if i.shape[0] == 0 or i.shape[0] > _KINK_MAX_PER_ROW * diff.shape[0]:
         return sign
-    d64 = (_pair_distances64(xp, X, xp.sum(unit, axis=0, dtype=xp.float64), i, j)
-           - _pair_distances64(xp, content.feats, content.unit_sum, i, j))
+    d64 = (_pair_distances64(X, xp.sum(unit, axis=0, dtype=xp.float64), i, j, xp=xp)
+           - _pair_distances64(content.feats, content.unit_sum, i, j, xp=xp))
     sign[near] = xp.astype(xp.sign(d64), sign.dtype)
     return sign
 
@@ -183,7 +183,7 @@ def _kink_signs(xp, diff: Array, abs_diff: Array, A: Array, X: Array, unit: Arra
 # losses
 
 
-def _remd_unit_grad(xp, unit: Array, style: StyleTarget) -> tuple[Array, Array]:
+def _remd_unit_grad(unit: Array, style: StyleTarget, *, xp) -> tuple[Array, Array]:
     """REMD(X, S; d_cos) from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
     n, m = unit.shape[0], style.unit.shape[0]
     cos = xp.matmul(unit, style.unit.T)  # (N, M); d_cos = 1 - cos
@@ -205,9 +205,9 @@ def remd_style_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     the column branch scatter-adds them onto their arg-min output rows.
     """
     xp = array_namespace(X)
-    unit, norm, mask = _normalise_rows(xp, X)
-    value, g_unit = _remd_unit_grad(xp, unit, style)
-    return value, _unit_backward(g_unit, unit, norm, mask)
+    unit, norm, mask = _normalise_rows(X, xp=xp)
+    value, g_unit = _remd_unit_grad(unit, style, xp=xp)
+    return value, _unit_backward(g_unit, unit, norm, mask, xp=xp)
 
 
 def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
@@ -216,9 +216,13 @@ def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     X (N, D) -> (0-d value, dX (N, D)); one D x D x N product for Sigma(X), one N x D x D
     for the gradient.
     """
-    xp = array_namespace(X)
+    return _moment(X, style, xp=array_namespace(X))
+
+
+def _moment(X: Array, style: StyleTarget, *, xp) -> tuple[Array, Array]:
+    """``moment_loss`` in the namespace xp."""
     n, d = X.shape
-    mu = _sum64(xp, X, axis=0, scale=1.0 / n)  # a float32 mean down N rows drifts ~N ulps
+    mu = _sum64(X, axis=0, scale=1.0 / n, xp=xp)  # a float32 mean down N rows drifts ~N ulps
     Xc = X - mu
     # divided after the product: scaling Xc by a rounded 1/sqrt(N) first would bias every
     # entry of Sigma(X) the same way, and sum |d_cov| with them
@@ -237,12 +241,11 @@ def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     return value, dX
 
 
-def _palette_pairs(x: Array, s: Array, preset: str) -> tuple[Array, Array]:
+def _palette_pairs(x: Array, s: Array, preset: str, *, xp) -> tuple[Array, Array]:
     """Distance and its gradient w.r.t. x for paired RGB rows x, s (K, 3).
 
     Returns (d (K,), dd/dx (K, 3)), in the dtype of x and s.
     """
-    xp = array_namespace(x)
     diff = x - s
     e = xp.linalg.vector_norm(diff, axis=1)
     # the gradient at exactly zero distance is 0 (diff is then exactly 0 too)
@@ -250,11 +253,11 @@ def _palette_pairs(x: Array, s: Array, preset: str) -> tuple[Array, Array]:
     g = diff / safe[:, None]
     if preset == "paper":
         return e, g
-    unit, norm, mask = _normalise_rows(xp, x)
-    s_unit, _, _ = _normalise_rows(xp, s)
+    unit, norm, mask = _normalise_rows(x, xp=xp)
+    s_unit, _, _ = _normalise_rows(s, xp=xp)
     c = xp.sum(unit * s_unit, axis=1)
     d = (1.0 - c) + e / _SQRT3
-    g_cos = _unit_backward(-s_unit, unit, norm, mask)
+    g_cos = _unit_backward(-s_unit, unit, norm, mask, xp=xp)
     return d, g_cos + g / _SQRT3
 
 
@@ -270,7 +273,11 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
     ~1e-8 per pair, 3e-7 of the term after a run.
     """
     check_preset(preset)
-    xp = array_namespace(X)
+    return _palette(X, style, preset, xp=array_namespace(X))
+
+
+def _palette(X: Array, style: StyleTarget, preset: str, *, xp) -> tuple[Array, Array]:
+    """``palette_loss`` in the namespace xp, for a checked preset."""
     n, m = X.shape[0], style.rgb.shape[0]
     x = X[:, :3]
     x_c = x - style.mean[:3]  # centred like style.rgb_aug
@@ -282,13 +289,13 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
     else:
         # d - 1 = |x - s| / sqrt(3) - cos(x, s), from |x - s|^2 / 3
         sq3 = xp.matmul(x_aug * (1.0 / 3.0), style.rgb_aug.T)
-        x_unit, _, _ = _normalise_rows(xp, x)
+        x_unit, _, _ = _normalise_rows(x, xp=xp)
         K = xp.sqrt(xp.clip(sq3, min=0.0)) - xp.matmul(x_unit, style.rgb_unit.T)
     j_star = xp.argmin(K, axis=1)  # (N,)
     i_star = xp.argmin(K, axis=0)  # (M,)
     x64, rgb64 = xp.astype(x, xp.float64), xp.astype(style.rgb, xp.float64)
-    d_rows, g_rows = _palette_pairs(x64, xp.take(rgb64, j_star, axis=0), preset)
-    d_cols, g_cols = _palette_pairs(xp.take(x64, i_star, axis=0), rgb64, preset)
+    d_rows, g_rows = _palette_pairs(x64, xp.take(rgb64, j_star, axis=0), preset, xp=xp)
+    d_cols, g_cols = _palette_pairs(xp.take(x64, i_star, axis=0), rgb64, preset, xp=xp)
     r_rows = xp.mean(d_rows)
     r_cols = xp.mean(d_cols)
     if bool(r_rows >= r_cols):
@@ -297,17 +304,17 @@ def palette_loss(X: Array, style: StyleTarget, preset: str) -> tuple[Array, Arra
             xp.astype(SegmentSum(i_star, n)(g_cols) * (1.0 / m), X.dtype))
 
 
-def _content_unit_grad(xp, X: Array, unit: Array, content: ContentTarget, preset: str):
+def _content_unit_grad(X: Array, unit: Array, content: ContentTarget, preset: str, *, xp):
     """Content loss from X (N, D) and its unit rows: (0-d value, gradient w.r.t. unit)."""
     n = unit.shape[0]
     w = 1.0 / (n * n) if preset == "paper" else 1.0 / n
-    A, colsum = _column_normalised(xp, unit)  # the same arithmetic as content.A
+    A, colsum = _column_normalised(unit, xp=xp)  # the same arithmetic as content.A
     diff = A - content.A
     abs_diff = xp.abs(diff)
-    value = _sum64(xp, abs_diff, scale=w)
-    G = _kink_signs(xp, diff, abs_diff, A, X, unit, content) * w  # dl/dA
+    value = _sum64(abs_diff, scale=w, xp=xp)
+    G = _kink_signs(diff, abs_diff, A, X, unit, content, xp=xp) * w  # dl/dA
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
-    Hm = (G - _sum64(xp, G * A, axis=0)[None, :]) / colsum[None, :]
+    Hm = (G - _sum64(G * A, axis=0, xp=xp)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
     return value, xp.matmul(Hm + Hm.T, unit) * -1.0
 
@@ -321,9 +328,9 @@ def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, 
     """
     check_preset(preset)
     xp = array_namespace(X)
-    unit, norm, mask = _normalise_rows(xp, X)
-    value, g_unit = _content_unit_grad(xp, X, unit, content, preset)
-    return value, _unit_backward(g_unit, unit, norm, mask)
+    unit, norm, mask = _normalise_rows(X, xp=xp)
+    value, g_unit = _content_unit_grad(X, unit, content, preset, xp=xp)
+    return value, _unit_backward(g_unit, unit, norm, mask, xp=xp)
 
 
 def _weights(preset: str, a: float) -> tuple[float, float, float, float]:
@@ -350,15 +357,15 @@ def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str
     xp = array_namespace(X)
     wc, wr, wm, wp = _weights(preset, a)
     # the content and REMD terms share X's unit rows and their backward pass
-    unit, norm, mask = _normalise_rows(xp, X)
-    l_c, g_c = _content_unit_grad(xp, X, unit, content, preset)
-    l_r, g_r = _remd_unit_grad(xp, unit, style)
-    l_m, g_m = moment_loss(X, style)
-    l_p, g_p = palette_loss(X, style, preset)
+    unit, norm, mask = _normalise_rows(X, xp=xp)
+    l_c, g_c = _content_unit_grad(X, unit, content, preset, xp=xp)
+    l_r, g_r = _remd_unit_grad(unit, style, xp=xp)
+    l_m, g_m = _moment(X, style, xp=xp)
+    l_p, g_p = _palette(X, style, preset, xp=xp)
     # combined in float64 and rounded once (in float32, seven roundings)
     value = xp.astype(sum(w * xp.astype(t, xp.float64)
                           for w, t in ((wc, l_c), (wr, l_r), (wm, l_m), (wp, l_p))), X.dtype)
-    dX = _unit_backward(wc * g_c + wr * g_r, unit, norm, mask) + wm * g_m
+    dX = _unit_backward(wc * g_c + wr * g_r, unit, norm, mask, xp=xp) + wm * g_m
     dX[:, :3] += wp * g_p
     terms = {"content": float(l_c), "remd": float(l_r), "moment": float(l_m),
              "palette": float(l_p)}

@@ -50,14 +50,16 @@ class SegmentSum:
         self._cast: dict = {}
 
     def __call__(self, values: Array) -> Array:
+        xp = None if self._sparse else array_namespace(values)  # the dense product's
         op = self._cast.get(values.dtype)
         if op is None:
-            op = self._cast.setdefault(values.dtype, self._astype(values))
+            op = self._cast.setdefault(values.dtype, self._astype(values.dtype, xp=xp))
         if self._sparse:
             return op @ values
-        return array_namespace(values).matmul(op, values)
+        return xp.matmul(op, values)
 
-    def _astype(self, values: Array):
+    def _astype(self, dtype, *, xp):
+        """The operator in ``dtype``: a SciPy / cupyx matrix (xp None) or an xp array."""
         if self._sparse:
-            return self._op.astype(values.dtype)
-        return array_namespace(values).astype(self._op, values.dtype)
+            return self._op.astype(dtype)
+        return xp.astype(self._op, dtype)

@@ -42,33 +42,22 @@ class TorchLosses:
         self.preset = check_preset(preset)
         self.style = torch.as_tensor(np.asarray(style_feats), dtype=dtype, device=device)
         with torch.no_grad():
-            self.style_mean = self.style.mean(dim=0)
-            centred = self.style - self.style_mean
-            self.style_cov = centred.T @ centred / self.style.shape[0]
+            self.style_mean, self.style_cov = tr.mean_covariance(self.style)
         self.content_sim: torch.Tensor | None = None
-
-    @staticmethod
-    def _self_similarity(a: torch.Tensor) -> torch.Tensor:
-        dist = tr.cosine_distance_matrix(a, a)
-        return dist / dist.sum(dim=0, keepdim=True)
 
     def set_content(self, content_feats: torch.Tensor) -> None:
         """Fix the content hypercolumns C (N, D) of the current sample set."""
         with torch.no_grad():
-            self.content_sim = self._self_similarity(content_feats)
+            self.content_sim = tr.self_similarity(content_feats)
 
     def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The unweighted terms of output hypercolumns x (N, D), as tensors."""
         if self.content_sim is None:
             raise RuntimeError("call set_content() before evaluating")
-        n, d = x.shape
-        diff = (self._self_similarity(x) - self.content_sim).abs().sum()
-        content = diff / (n * n) if self.preset == "paper" else diff / n
-        mu = x.mean(dim=0)
-        centred = x - mu
-        cov = centred.T @ centred / n
-        moment = (mu - self.style_mean).abs().sum() / d + (cov - self.style_cov).abs().sum() / (d * d)
-        return {"content": content, "moment": moment, "remd": tr.remd_loss(x, self.style),
+        return {"content": tr.content_loss_from_similarity(tr.self_similarity(x),
+                                                           self.content_sim, self.preset),
+                "moment": tr.moment_loss_from_statistics(x, self.style_mean, self.style_cov),
+                "remd": tr.remd_loss(x, self.style),
                 "palette": tr.palette_loss(x, self.style, self.preset)}
 
 

@@ -15,6 +15,9 @@ Public API
 - ``image_hypercolumns(vgg, image_hwc, ys, xs, preset)`` -> (N, D) tensor, under no_grad.
 - ``cosine_distance_matrix``, ``euclidean_distance_matrix``, ``remd``, ``remd_loss``,
   ``moment_loss``, ``palette_loss``, ``content_loss``, ``combine``, ``total_loss``.
+- ``mean_covariance``, ``moment_loss_from_statistics``, ``self_similarity``,
+  ``content_loss_from_similarity``: the moment and content terms from precomputed style
+  statistics / self-similarity matrices (``torch_objective`` precomputes the constant ones).
 - ``objective(vgg, image_hwc, content_feats, style_feats, ys, xs, preset, content_weight)``
   -> (loss float, grad (H, W, 3) numpy, terms dict of floats).
 
@@ -27,7 +30,8 @@ constants. Images must be at least 16 px on each side (relu5_x is pooled 4 times
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,18 +48,22 @@ __all__ = [
     "EPS",
     "TERM_NAMES",
     "TorchVGG16",
-    "hypercolumns",
-    "image_hypercolumns",
+    "combine",
+    "content_loss",
+    "content_loss_from_similarity",
     "cosine_distance_matrix",
     "euclidean_distance_matrix",
+    "hypercolumns",
+    "image_hypercolumns",
+    "mean_covariance",
+    "moment_loss",
+    "moment_loss_from_statistics",
+    "objective",
+    "palette_loss",
     "remd",
     "remd_loss",
-    "moment_loss",
-    "palette_loss",
-    "content_loss",
-    "combine",
+    "self_similarity",
     "total_loss",
-    "objective",
 ]
 
 
@@ -210,19 +218,26 @@ def remd_loss(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return remd(cosine_distance_matrix(x, s))
 
 
-def _covariance(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_covariance(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), covariance (D, D) with 1/N) of the rows of a (N, D)."""
     mu = a.mean(dim=0)
     centred = a - mu
     return mu, centred.T @ centred / a.shape[0]
 
 
+def moment_loss_from_statistics(x: torch.Tensor, mu_s: torch.Tensor,
+                                cov_s: torch.Tensor) -> torch.Tensor:
+    """``moment_loss`` given the style's ``mean_covariance`` (mu_s, cov_s)."""
+    d = x.shape[1]
+    mu_x, cov_x = mean_covariance(x)
+    return (mu_x - mu_s).abs().sum() / d + (cov_x - cov_s).abs().sum() / (d * d)
+
+
 def moment_loss(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """l_m = |mu_X - mu_S|_1 / D + |Sigma_X - Sigma_S|_1 / D^2 (covariances with 1/N, 1/M)."""
-    d = x.shape[1]
-    mu_x, cov_x = _covariance(x)
     with torch.no_grad():
-        mu_s, cov_s = _covariance(s)
-    return (mu_x - mu_s).abs().sum() / d + (cov_x - cov_s).abs().sum() / (d * d)
+        mu_s, cov_s = mean_covariance(s)
+    return moment_loss_from_statistics(x, mu_s, cov_s)
 
 
 def palette_loss(x: torch.Tensor, s: torch.Tensor, preset: str) -> torch.Tensor:
@@ -235,16 +250,24 @@ def palette_loss(x: torch.Tensor, s: torch.Tensor, preset: str) -> torch.Tensor:
     return remd(dist)
 
 
-def _self_similarity(a: torch.Tensor) -> torch.Tensor:
+def self_similarity(a: torch.Tensor) -> torch.Tensor:
+    """A (N, N): the cosine distances between the rows of a (N, D), each column divided by
+    its sum."""
     dist = cosine_distance_matrix(a, a)
     return dist / dist.sum(dim=0, keepdim=True)
 
 
+def content_loss_from_similarity(sim_x: torch.Tensor, sim_c: torch.Tensor,
+                                 preset: str) -> torch.Tensor:
+    """``content_loss`` given the ``self_similarity`` matrices A^X and A^C."""
+    n = sim_x.shape[0]
+    diff = (sim_x - sim_c).abs().sum()
+    return diff / (n * n) if check_preset(preset) == "paper" else diff / n
+
+
 def content_loss(x: torch.Tensor, c: torch.Tensor, preset: str) -> torch.Tensor:
     """l_c: |A^X - A^C| summed, over N^2 (`paper`) or over N (`strotss`)."""
-    n = x.shape[0]
-    diff = (_self_similarity(x) - _self_similarity(c)).abs().sum()
-    return diff / (n * n) if check_preset(preset) == "paper" else diff / n
+    return content_loss_from_similarity(self_similarity(x), self_similarity(c), preset)
 
 
 def combine(terms: dict[str, Any], preset: str, content_weight: float) -> Any:
