@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ostransfer.nets.vgg16 import (  # noqa: E402
-    IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_dim, hypercolumn_layers,
+    IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_dim, hypercolumn_layers, hypercolumn_rgb,
 )
 from ostransfer.presets import PRESETS  # noqa: E402
 from ostransfer.research import torch_reference as tr  # noqa: E402
@@ -91,7 +91,9 @@ def test_hypercolumn_layout_and_k0_read(vgg64):
     for preset in PRESETS:
         cols = tr.hypercolumns(img, maps, ys, xs, preset)
         assert tuple(cols.shape) == (4, hypercolumn_dim(preset)) == (4, 2179)
-        np.testing.assert_array_equal(cols[:, :3].numpy(), image[ys, xs])
+        rgb = hypercolumn_rgb(preset)  # raw, or normalised as the VGG16 input is
+        expected_rgb = image[ys, xs] if rgb is None else (image[ys, xs] - rgb[0]) / rgb[1]
+        np.testing.assert_allclose(cols[:, :3].numpy(), expected_rgb, rtol=1e-12, atol=1e-12)
         # relu1_1 and relu1_2 (k = 0) are read exactly at the pixel
         for offset, name in ((3, "relu1_1"), (67, "relu1_2")):
             expected = maps[name][0][:, ys, xs].T.numpy()
