@@ -23,7 +23,10 @@ import json
 import time
 from pathlib import Path
 
-from ostransfer.imaging.io import load_pil, resize
+import numpy as np
+
+from ostransfer.imaging.grid import labelled_row
+from ostransfer.imaging.io import load_pil, resize, to_array, to_pil
 from ostransfer.research.evaluate import run_evaluate
 from ostransfer.run.stylizer import Stylizer
 
@@ -84,6 +87,34 @@ def run_pair(stylizer: Stylizer, pair: str, args: argparse.Namespace, options: d
     return row
 
 
+def _measures(values: dict) -> str:
+    return f"LPIPS {values['content']:.3f}, style {values['style']:.3f}, colour {values['colour']:.2f}"
+
+
+def save_grid(rows: list[dict], args: argparse.Namespace, path: Path, height: int = 200) -> None:
+    """One row per pair: content, style, the reference's output, ours, with the measures."""
+    strips = []
+    for row in rows:
+        content_name, style_name = row["pair"].split(":")
+        images = [find(args.images, f"content_{content_name}"),
+                  find(args.images, f"style_{style_name}")]
+        labels = ["content", "style"]
+        if "reference" in row:
+            images.append(find(args.anchors, f"{content_name}_{style_name}_{args.reference_size}"))
+            labels.append(f"reference: {_measures(row['reference'])}")
+        images.append(Path(row["output"]))
+        labels.append(f"ours: {_measures(row['ours'])}")
+        strips.append(labelled_row([to_array(load_pil(p)) for p in images], labels, height))
+    width = max(s.shape[1] for s in strips)
+    canvas = np.ones((sum(s.shape[0] + 6 for s in strips), width, 3), np.float32)
+    y = 0
+    for strip in strips:
+        canvas[y:y + strip.shape[0], :strip.shape[1]] = strip
+        y += strip.shape[0] + 6
+    to_pil(canvas).save(path, **({"quality": 88} if path.suffix.lower() in (".jpg", ".jpeg")
+                                 else {}))
+
+
 def print_row(row: dict) -> None:
     ours, ref = row["ours"], row.get("reference")
     cells = " ".join(f"{k} {ours[k]:.4g}" + (f" / {ref[k]:.4g}" if ref else "")
@@ -110,6 +141,7 @@ def main() -> None:
     parser.add_argument("--label", default="default")
     parser.add_argument("--skip-existing", action="store_true",
                         help="measure outputs already made instead of making them again")
+    parser.add_argument("--grid", type=Path, help="also save the side-by-side picture here")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument("options", nargs="*", help="stylize options as key=value")
     args = parser.parse_args()
@@ -123,6 +155,8 @@ def main() -> None:
     (args.out / args.label / "study.json").write_text(
         json.dumps({"label": args.label, "options": options, "size": args.size, "rows": rows},
                    indent=2) + "\n")
+    if args.grid:
+        save_grid(rows, args, args.grid)
 
 
 if __name__ == "__main__":
