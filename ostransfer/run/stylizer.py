@@ -221,8 +221,8 @@ class Stylizer:
         plan = plan_scales(content.size, [s.size for s in styles], opts)
         state = resume or RunState(scales=len(plan))
         if state.scales != len(plan) or not 0 <= state.scale <= len(plan):
-            raise CheckpointError(f"the checkpoint has {state.scales} scales, this run "
-                                  f"{len(plan)}")
+            raise CheckpointError(f"the checkpoint has {_count(state.scales, 'scale')}, this "
+                                  f"run {len(plan)}")
         if state.complete or state.scale == len(plan):
             if state.result is None:
                 raise CheckpointError("the checkpoint is marked finished but holds no image")
@@ -289,6 +289,10 @@ class Stylizer:
             raise tracker.unfinished(exc) from (None if isinstance(exc, (KeyboardInterrupt, Stop))
                                                 else exc)
         return result
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
 def _round_stream(seed: int, scale: int, round_index: int) -> np.random.Generator:
