@@ -174,6 +174,23 @@ def test_total_weighting(preset, a):
     _fd_check(_terms(preset, a)["total"], X, C, S, full=False)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("w", [0.0, 1.0, 2.5])
+def test_palette_weight_replaces_the_presets_factor(preset, w):
+    X, C, S = case("cols")
+    st, ct, a = L.style_target(S), L.content_target(C), 4.0
+    v, g, t = L.total_loss(X, ct, st, preset, a, palette_weight=w)
+    den = 2 + a + 1 / a if preset == "paper" else a + 2
+    want = (a * t["content"] + t["moment"] + t["remd"] + w * t["palette"]) / den
+    assert float(v) == pytest.approx(want, rel=1e-12)
+
+    def total(X, C, S):
+        return L.total_loss(X, L.content_target(C), L.style_target(S), preset, a, w)[:2]
+    _fd_check(total, X, C, S, full=False)
+    with pytest.raises(ValueError, match="palette_weight"):
+        L.total_loss(X, ct, st, preset, a, palette_weight=-1.0)
+
+
 # ---------------------------------------------------------------------------------------
 # sanity
 

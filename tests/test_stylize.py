@@ -41,7 +41,8 @@ def stylizer(model_dir):
     return ostransfer.Stylizer(device="cpu")
 
 
-@pytest.mark.parametrize("optimizer,levels", [("lbfgs", 5), ("lbfgs", 0), ("rmsprop", 5)])
+@pytest.mark.parametrize("optimizer,levels", [("lbfgs", 5), ("lbfgs", 0), ("rmsprop", 5),
+                                              ("mlbfgs", 5)])
 @pytest.mark.parametrize("preset", ["paper", "strotss"])
 def test_pipeline_lowers_the_loss_and_is_reproducible(stylizer, optimizer, levels, preset):
     steps, budget = [], 12
@@ -53,12 +54,21 @@ def test_pipeline_lowers_the_loss_and_is_reproducible(stylizer, optimizer, level
     assert [s.side for s in steps] == [64] * budget + [96] * budget
     assert all(s.evaluation <= s.budget == budget for s in steps)
     final_scale = [s.loss for s in steps if s.side == 96]
-    if optimizer == "lbfgs":  # one sample set per scale: a deterministic objective
+    if optimizer in ("lbfgs", "mlbfgs"):  # one sample set per scale / monotone on each set
         assert min(final_scale) < 0.9 * final_scale[0]
     else:  # a new sample set every step: compare the ends
         assert np.mean(final_scale[-3:]) < np.mean(final_scale[:3])
     again = stylizer.stylize(CONTENT, STYLE, **options)
     assert first.tobytes() == again.tobytes()
+
+
+def test_learning_rate_and_palette_weight_shape_the_result(stylizer):
+    base = dict(SMALL, optimizer="rmsprop", evaluations=4, per_round=4)
+    first = stylizer.stylize(CONTENT, STYLE, **base).tobytes()
+    assert stylizer.stylize(CONTENT, STYLE, learning_rate=4e-3, **base).tobytes() == first
+    assert stylizer.stylize(CONTENT, STYLE, learning_rate=1e-2, **base).tobytes() != first
+    assert stylizer.stylize(CONTENT, STYLE, palette_weight=3.0, **base).tobytes() != first
+    assert Options(learning_rate=1e-2).step_size(last=True) == 5e-3
 
 
 def test_api_accepts_arrays_and_pil_images(stylizer):
@@ -87,6 +97,10 @@ def test_stylize_function_and_seed_changes_result(model_dir):
     (dict(size=8), "between 16"),
     (dict(pyramid_levels=-1), "between 0 and 12"),
     (dict(pyramid_levels=2.5), "must be an integer"),
+    (dict(learning_rate=0.0), "learning rate must be a positive number"),
+    (dict(learning_rate="fast"), "learning rate must be a positive number"),
+    (dict(palette_weight=-0.5), "palette weight must be a non-negative number"),
+    (dict(palette_weight=float("inf")), "palette weight must be a non-negative number"),
 ])
 def test_invalid_options_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -18,7 +18,7 @@ from ..imaging.io import load_pil
 from ..presets import DEFAULT_CONTENT_WEIGHT
 from ..run import checkpoint as ckpt
 from ..run.job import Job, Names, prepare
-from ..run.options import Options
+from ..run.options import DEFAULT_LEARNING_RATE, Options
 from ..run.plan import preflight
 from ..run.stylizer import Interrupted, Stylizer, Unfinished
 from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
@@ -153,8 +153,11 @@ def stylize(
                    f"{DEFAULT_CONTENT_WEIGHT['paper']:g}, strotss "
                    f"{DEFAULT_CONTENT_WEIGHT['strotss']:g}); higher keeps more content",
         rich_help_panel=STYLE),
-    preset: str = typer.Option("paper", help="paper (the paper's losses) or strotss (the "
-                                             "official code's)", rich_help_panel=STYLE),
+    preset: str = typer.Option(Options.preset, help="paper (the paper's losses) or strotss (the "
+                                                    "official code's)", rich_help_panel=STYLE),
+    palette_weight: Optional[float] = typer.Option(
+        None, help="weight of the palette (RGB) term (default: the preset's, paper 1/a, "
+                   "strotss 1/max(a, 1), a the content weight)", rich_help_panel=STYLE),
     style_weight: Optional[str] = typer.Option(
         None, metavar="W1,W2,...", help="with several style images: how much of each, "
                                         "comma-separated (normalised; default equal)",
@@ -166,16 +169,21 @@ def stylize(
     init: str = typer.Option("style", help="style: style mean colour + content detail; content: "
                                            "the content image", rich_help_panel=STYLE),
     seed: int = typer.Option(0, help="random seed (same seed, same output)", rich_help_panel=STYLE),
-    optimizer: str = typer.Option("lbfgs", help="lbfgs (L-BFGS-B) or rmsprop (the official "
-                                                "code's)", rich_help_panel=OPTIMISER),
+    optimizer: str = typer.Option(Options.optimizer, help="rmsprop (the official code's), lbfgs "
+                                  "(L-BFGS-B) or mlbfgs (multi-batch L-BFGS)",
+                                  rich_help_panel=OPTIMISER),
     evaluations: Optional[str] = typer.Option(
         None, help="function evaluations per scale: one number, or one per scale, "
                    "comma-separated", rich_help_panel=OPTIMISER),
-    per_round: int = typer.Option(Options.per_round, help="L-BFGS-B evaluations per sample set",
-                                  rich_help_panel=OPTIMISER),
+    learning_rate: Optional[float] = typer.Option(
+        None, help=f"RMSprop's step size (half at the last scale; default "
+                   f"{DEFAULT_LEARNING_RATE:g})", rich_help_panel=OPTIMISER),
+    per_round: int = typer.Option(Options.per_round, help="L-BFGS-B evaluations (mlbfgs: "
+                                  "iterations) per sample set", rich_help_panel=OPTIMISER),
     pyramid_levels: int = typer.Option(
         Options.pyramid_levels, help="L-BFGS-B optimises a Laplacian pyramid of this many levels "
-                                     "(0: the pixels)", rich_help_panel=OPTIMISER),
+                                     "(0: the pixels; mlbfgs: 0 means 5)",
+        rich_help_panel=OPTIMISER),
     device: str = typer.Option("auto", help=DEVICE_HELP, rich_help_panel=OPTIMISER),
     content_guide: Optional[Path] = typer.Option(
         None, metavar="IMAGE", help="region guide of the content: colour-coded regions, each "
@@ -212,7 +220,8 @@ def stylize(
         out = output_path(output)
         check_output(out, [content, *style, *guides], overwrite)
         options = Options(size=size, preset=preset, content_weight=content_weight,
-                          optimizer=optimizer, evaluations=parse_budgets(evaluations),
+                          palette_weight=palette_weight, optimizer=optimizer,
+                          evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
                           per_round=per_round, pyramid_levels=pyramid_levels, samples=samples,
                           style_samples=style_samples, init=init, seed=seed,
                           style_weights=_style_weights(style_weight, len(style)),
@@ -243,15 +252,20 @@ def demo(
                 None, overwrite)
 
 
+SWEEP_WEIGHTS = {"paper": "1024,4096,16384", "strotss": "1,4,16"}
+
+
 @app.command(no_args_is_help=True)
 def sweep(
     content: Path = typer.Argument(..., metavar="CONTENT", show_default=False),
     style: Path = typer.Argument(..., metavar="STYLE", show_default=False),
     output: str = typer.Option(..., "-o", "--output", metavar="PATH", show_default=False,
                                help="grid image"),
-    weights: str = typer.Option("256,1024,4096,16384", help="content weights, comma-separated"),
+    weights: Optional[str] = typer.Option(
+        None, help="content weights, comma-separated (default: paper "
+                   f"{SWEEP_WEIGHTS['paper']}, strotss {SWEEP_WEIGHTS['strotss']})"),
     size: int = typer.Option(256, help="long side of each result, px"),
-    preset: str = typer.Option("paper"),
+    preset: str = typer.Option(Options.preset),
     seed: int = typer.Option(0),
     evaluations: Optional[str] = typer.Option(None, help="evaluations per scale"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -262,7 +276,7 @@ def sweep(
     with clear_errors():
         out = output_path(output)
         check_output(out, [content, style], overwrite)
-        values = parse_floats(weights, "--weights")
+        values = parse_floats(weights or SWEEP_WEIGHTS.get(preset, "1"), "--weights")
         budgets = parse_budgets(evaluations)
         content_img, style_img = load_pil(content), load_pil(style)
         runs = [Options(size=size, preset=preset, content_weight=weight, seed=seed,

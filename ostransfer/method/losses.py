@@ -333,29 +333,34 @@ def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, 
     return value, _unit_backward(g_unit, unit, norm, mask, xp=xp)
 
 
-def _weights(preset: str, a: float) -> tuple[float, float, float, float]:
-    """Weights of (content, remd, moment, palette) in the total, denominator included."""
+def _weights(preset: str, a: float, palette: float | None) -> tuple[float, float, float, float]:
+    """Weights of (content, remd, moment, palette) in the total, denominator included;
+    ``palette`` replaces the preset's palette factor (1/a, 1/max(a, 1)) when given."""
     if preset == "paper":
         den = 2.0 + a + 1.0 / a
-        return a / den, 1.0 / den, 1.0 / den, (1.0 / a) / den
+        return a / den, 1.0 / den, 1.0 / den, (1.0 / a if palette is None else palette) / den
     den = a + 2.0
-    return a / den, 1.0 / den, 1.0 / den, (1.0 / max(a, 1.0)) / den
+    return a / den, 1.0 / den, 1.0 / den, (1.0 / max(a, 1.0) if palette is None else palette) / den
 
 
 def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str,
-               content_weight: float) -> tuple[Array, Array, dict[str, float]]:
+               content_weight: float, palette_weight: float | None = None
+               ) -> tuple[Array, Array, dict[str, float]]:
     """The weighted total (docs/algorithm.md §4). X (N, D) -> (0-d value, dX (N, D), terms).
 
     ``paper``:   (a l_c + l_m + l_r + l_p / a) / (2 + a + 1/a);
-    ``strotss``: (a l_c + l_r + l_m + l_p / max(a, 1)) / (a + 2).
+    ``strotss``: (a l_c + l_r + l_m + l_p / max(a, 1)) / (a + 2);
+    ``palette_weight`` (>= 0), when given, replaces l_p's factor 1/a or 1/max(a, 1).
     terms = {"content", "remd", "moment", "palette"} as Python floats (unweighted).
     """
     check_preset(preset)
     a = float(content_weight)
     if not a > 0:
         raise ValueError(f"content_weight must be > 0, got {content_weight!r}")
+    if palette_weight is not None and not palette_weight >= 0:
+        raise ValueError(f"palette_weight must be >= 0, got {palette_weight!r}")
     xp = array_namespace(X)
-    wc, wr, wm, wp = _weights(preset, a)
+    wc, wr, wm, wp = _weights(preset, a, palette_weight)
     # the content and REMD terms share X's unit rows and their backward pass
     unit, norm, mask = _normalise_rows(X, xp=xp)
     l_c, g_c = _content_unit_grad(X, unit, content, preset, xp=xp)

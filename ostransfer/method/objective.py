@@ -53,9 +53,10 @@ class Objective:
 
     def __init__(self, engine: VGGFeatures, content: Array,
                  style: losses.StyleTarget | list[Region], preset: str, content_weight: float,
-                 samples: int = 1024):
+                 samples: int = 1024, palette_weight: float | None = None):
         xp = engine.xp
         self.engine, self.preset, self.content_weight = engine, preset, float(content_weight)
+        self.palette_weight = palette_weight
         self.content_image = xp.asarray(content, dtype=xp.float32)
         self.regions = [Region(style)] if isinstance(style, losses.StyleTarget) else list(style)
         self.samples = samples
@@ -116,7 +117,7 @@ class Objective:
         value, parts, terms = 0.0, [], {}
         for region, rows, content in zip(self.regions, self.rows, self.contents):
             v, d, t = losses.total_loss(hyper[rows], content, region.style, self.preset,
-                                        self.content_weight)
+                                        self.content_weight, self.palette_weight)
             value += float(v) * share
             parts.append(d * share if len(self.regions) > 1 else d)
             for name, term in t.items():

@@ -17,6 +17,7 @@ INITS = ("style", "content")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192
 MAX_PYRAMID_LEVELS = 12
+DEFAULT_LEARNING_RATE = 4e-3  # RMSprop at every scale but the last (docs/defaults.md)
 _INTEGERS = ("size", "per_round", "pyramid_levels", "samples", "style_samples", "seed")
 _AT_LEAST_ONE = ("per_round", "samples", "style_samples")
 
@@ -34,7 +35,9 @@ class Options:
     content_weight: float | None = None  # None: the preset's default
     optimizer: str = "lbfgs"
     evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
-    per_round: int = 50  # L-BFGS-B evaluations per sample set (docs/defaults.md)
+    per_round: int = 50  # L-BFGS-B evaluations (mlbfgs: iterations) per sample set
+    learning_rate: float | None = None  # RMSprop's step size (half at the last scale); None: default
+    palette_weight: float | None = None  # the palette term's factor; None: the preset's
     pyramid_levels: int = 0  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
     style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
@@ -52,6 +55,8 @@ class Options:
             raise ValueError(f"unknown init {self.init!r}; choose style or content")
         self._check_integers()
         _check_weight(self.content_weight)
+        _check_number("learning rate", self.learning_rate, zero=False)
+        _check_number("palette weight", self.palette_weight, zero=True)
         if self.style_weights is not None:
             _check_style_weights(self.style_weights)
         color = self.preserve_color
@@ -107,6 +112,11 @@ class Options:
         """The content weight of the last scale: the given one, or the preset's default."""
         return self.content_weight if self.content_weight is not None else DEFAULT_CONTENT_WEIGHT[self.preset]
 
+    def step_size(self, last: bool) -> float:
+        """RMSprop's learning rate at a scale: the given one or the default, half at the last."""
+        rate = DEFAULT_LEARNING_RATE if self.learning_rate is None else float(self.learning_rate)
+        return rate / 2 if last else rate
+
     def budgets(self, scales: int) -> list[int]:
         """Evaluations (L-BFGS-B) or steps (RMSprop) for each of the last `scales` scales.
 
@@ -134,6 +144,15 @@ def _is_number(value: Any) -> bool:
 def _check_weight(weight: Any) -> None:
     if weight is not None and not (_is_number(weight) and np.isfinite(weight) and weight > 0):
         raise ValueError(f"content weight must be a positive number, got {weight}")
+
+
+def _check_number(name: str, value: Any, zero: bool) -> None:
+    """None, or a finite number > 0 (>= 0 with ``zero``); else ValueError naming it."""
+    if value is None:
+        return
+    if not (_is_number(value) and np.isfinite(value) and (value >= 0 if zero else value > 0)):
+        raise ValueError(f"{name} must be a {'non-negative' if zero else 'positive'} number, "
+                         f"got {value}")
 
 
 def _check_style_weights(weights: Any) -> None:

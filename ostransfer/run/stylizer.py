@@ -258,7 +258,7 @@ class Stylizer:
                 opts.style_samples, stream_rng(opts.seed, scale.index, 0), guides,
                 scale.style_sizes[0])
             objective = Objective(self.engine, content, target, opts.preset, scale.weight,
-                                  opts.samples)
+                                  opts.samples, opts.palette_weight)
             first_round, done = (0, 0) if continued is None else (continued.rounds,
                                                                   continued.evaluations)
             tracker.resumed_at = tracker.evaluations = done
@@ -279,7 +279,7 @@ class Stylizer:
                                tracker.report, levels=opts.pyramid_levels, **common)
             else:
                 result = rmsprop(objective, image, scale.budget, rounds,
-                                 lr=1e-3 if last else 2e-3, callback=tracker.report,
+                                 lr=opts.step_size(last), callback=tracker.report,
                                  per_round=opts.per_round, state=saved, **common)
             result = to_numpy(result)
             del objective
@@ -312,8 +312,9 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
     """Stylise once (the model stays loaded for later calls in the same process).
 
     style: one image or a list of them; content_guide and style_guide: region guides.
-    Options: size, preset ("paper" | "strotss"), content_weight, optimizer ("lbfgs" |
-    "rmsprop"), evaluations (per scale), per_round, pyramid_levels, samples, style_samples, init
+    Options: size, preset ("paper" | "strotss"), content_weight, palette_weight, optimizer
+    ("rmsprop" | "lbfgs" | "mlbfgs"), evaluations (per scale), learning_rate, per_round,
+    pyramid_levels, samples, style_samples, init
     ("style" | "content"), seed, style_weights (one per style image), preserve_color
     (True, "luminance" or "statistics"). Returns a PIL RGB image."""
     return _default_stylizer(resolve_device(device)).stylize(
