@@ -22,8 +22,12 @@ PRESETS = tuple(PRESET_LAYERS)
 # normalisation, which gives colour about 4.4 times the weight in every distance).
 PRESET_RGB: dict[str, str] = {"paper": "raw", "strotss": "imagenet"}
 
-# Final-scale content weight of each preset (docs/defaults.md has the sweeps behind them).
-DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
+# The preset of a run that names none: the official code's formulas, which with RMSprop
+# give the best pictures by the independent measures (docs/quality.md).
+DEFAULT_PRESET = "strotss"
+# Final-scale content weight of each preset (docs/defaults.md and docs/quality.md have the
+# measurements behind them; the official code's own final weight is 2).
+DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 4.0}
 DEFAULT_SAMPLES = 1024  # N: output/content hypercolumns per sample set
 DEFAULT_STYLE_SAMPLES = 5000  # M: style hypercolumns per scale
 

@@ -15,6 +15,7 @@ from typing import Any, List, Optional
 import typer
 from rich.markup import escape
 
+from ..presets import DEFAULT_PRESET
 from .common import UsageError, clear_errors, err, fail, parse_ints
 
 app = typer.Typer()
@@ -186,7 +187,7 @@ def compare(
     content: Path = typer.Argument(..., help="content image"),
     style: Path = typer.Argument(..., help="style image"),
     size: int = typer.Option(128, help="long side of the output, px"),
-    preset: str = typer.Option("paper", help="paper or strotss"),
+    preset: str = typer.Option(DEFAULT_PRESET, help="paper or strotss"),
     content_weight: Optional[float] = typer.Option(None, help="content weight a (default: the preset's)"),
     samples: int = typer.Option(1024, help="output hypercolumns per sample set (N)"),
     style_samples: int = typer.Option(5000, help="style hypercolumns (M)"),
@@ -260,7 +261,7 @@ def score(
     style: Path = typer.Argument(..., help="style image"),
     images: List[Path] = typer.Argument(..., help="one or more finished images to score"),
     size: int = typer.Option(512, help="long side the content (and each image) is scored at, px"),
-    preset: str = typer.Option("paper", help="paper or strotss: the layers and loss terms"),
+    preset: str = typer.Option(DEFAULT_PRESET, help="paper or strotss: the layers and loss terms"),
     content_weight: Optional[float] = typer.Option(
         None, help="content weight of the total (default: the preset's; paper: times N / 1024, "
                    "the balance of a default run)"),
@@ -320,7 +321,7 @@ def bench(
     sizes: str = typer.Option(",".join(map(str, (128, 256, 512, 1024))),
                               help="square image sizes, px, comma-separated"),
     repeat: int = typer.Option(3, help="timed calls per measurement (after one warm-up)"),
-    preset: str = typer.Option("paper", help="paper or strotss"),
+    preset: str = typer.Option(DEFAULT_PRESET, help="paper or strotss"),
     samples: int = typer.Option(1024, help="output hypercolumns (N)"),
     style_samples: int = typer.Option(5000, help="style hypercolumns (M)"),
     torch: Optional[bool] = typer.Option(None, "--torch/--no-torch",

@@ -26,7 +26,7 @@ from ..method.sampling import grid_locations
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
 from ..nets.vgg16 import conv_flops, hypercolumn_dim
-from ..presets import DEFAULT_CONTENT_WEIGHT, check_preset
+from ..presets import DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, check_preset
 from .host import host_info, torch_available
 from .measure import gflops, loss_flops, run_child, save_inputs, temporary_folder
 
@@ -71,7 +71,7 @@ def _inputs(engine: VGGFeatures, images: tuple, size: int, preset: str, samples:
     return path, len(ys)
 
 
-def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, repeat: int = 3, preset: str = "paper",
+def run_bench(sizes: Sequence[int] = DEFAULT_SIZES, repeat: int = 3, preset: str = DEFAULT_PRESET,
               samples: int = 1024, style_samples: int = 5000, with_torch: bool | None = None,
               threads: int | None = None, device: str = "cpu",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:

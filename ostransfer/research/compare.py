@@ -32,7 +32,7 @@ from ..method.objective import Objective, style_hypercolumns
 from ..method.sampling import grid_locations
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
-from ..presets import DEFAULT_CONTENT_WEIGHT, check_preset
+from ..presets import DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, check_preset
 from . import torch_reference as tr
 from .charts import line_chart
 from .host import host_info
@@ -49,7 +49,7 @@ class CompareSettings:
     defaults (the preset's content weight, the usable cores)."""
 
     size: int = 128
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     content_weight: float | None = None
     samples: int = 1024
     style_samples: int = 5000

@@ -25,6 +25,7 @@ from ..method import losses
 from ..method.objective import Objective
 from ..nets.engine import VGGFeatures
 from ..nets.vgg16 import FEATURE_LAYERS, LAYER_BY_NAME, map_shape
+from ..presets import DEFAULT_PRESET
 from .host import peak_rss
 
 # ---------------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def child_main(argument: str) -> None:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def run_child(side: str, inputs: Path | None, preset: str = "paper",
+def run_child(side: str, inputs: Path | None, preset: str = DEFAULT_PRESET,
               content_weight: float = 1.0, repeat: int = 3, threads: int | None = None,
               device: str = "cpu", vgg: bool = False) -> dict[str, Any]:
     """Measure one side ("ours", "torch", or "peak": the matmul peak) in a fresh Python

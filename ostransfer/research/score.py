@@ -27,7 +27,7 @@ from ..method.objective import style_hypercolumns
 from ..method.sampling import Hypercolumns, grid_locations
 from ..nets.engine import VGGFeatures
 from ..nets.vgg16 import hypercolumn_dim
-from ..presets import balanced_weight, check_preset
+from ..presets import DEFAULT_PRESET, balanced_weight, check_preset
 
 SCORE_SAMPLES = 4096
 SCORE_STYLE_SAMPLES = 20000
@@ -64,7 +64,7 @@ class _Yardstick:
 
 
 def run_score(content: Any, style: Any, images: Sequence[Any], size: int = SCORE_SIZE,
-              preset: str = "paper", content_weight: float | None = None,
+              preset: str = DEFAULT_PRESET, content_weight: float | None = None,
               samples: int = SCORE_SAMPLES, style_samples: int = SCORE_STYLE_SAMPLES,
               seed: int = 0, device: str = "cpu",
               log: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -9,10 +9,10 @@ import numpy as np
 
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
 from ..method.schedule import scale_sides
-from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_SAMPLES, DEFAULT_STYLE_SAMPLES,
-                       check_preset)
+from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, DEFAULT_SAMPLES,
+                       DEFAULT_STYLE_SAMPLES, check_preset)
 
-OPTIMIZERS = ("lbfgs", "rmsprop", "mlbfgs")
+OPTIMIZERS = ("rmsprop", "lbfgs", "mlbfgs")
 INITS = ("style", "content")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192
@@ -31,14 +31,14 @@ class Options:
     """Everything that shapes a result; the defaults are the measured ones."""
 
     size: int = 512
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     content_weight: float | None = None  # None: the preset's default
-    optimizer: str = "lbfgs"
+    optimizer: str = "rmsprop"
     evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
     per_round: int = 50  # L-BFGS-B evaluations (mlbfgs: iterations) per sample set
     learning_rate: float | None = None  # RMSprop's step size (half at the last scale); None: default
     palette_weight: float | None = None  # the palette term's factor; None: the preset's
-    pyramid_levels: int = 0  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
+    pyramid_levels: int = 5  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
     style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
     init: str = "style"  # "style": style mean + content detail; "content": the content image
@@ -118,15 +118,14 @@ class Options:
         return rate / 2 if last else rate
 
     def budgets(self, scales: int) -> list[int]:
-        """Evaluations (L-BFGS-B) or steps (RMSprop) for each of the last `scales` scales.
+        """Evaluations (RMSprop: steps) for each of the last `scales` scales.
 
-        Defaults: RMSprop 200 steps per scale (the paper); L-BFGS-B fewer evaluations as the
-        scales get finer (120 at 64 px, 74 at 128, 45 at 256, 28 at 512, 20 at 1024), since
-        each finer scale starts from the coarser result and costs more (docs/defaults.md)."""
+        Default, every optimiser: fewer evaluations as the scales get finer (120 at 64 px, 74
+        at 128, 45 at 256, 28 at 512, 20 at 1024), since each finer scale starts from the
+        coarser result and costs more (docs/defaults.md); the official code's RMSprop takes
+        200 steps at every scale, four times the time."""
         if self.evaluations is None:
             sides = scale_sides(self.size)[-scales:]
-            if self.optimizer == "rmsprop":
-                return [200] * len(sides)
             return [max(20, round(120 * (64 / side) ** 0.7)) for side in sides]
         if isinstance(self.evaluations, (int, np.integer)):
             return [self.evaluations] * scales
