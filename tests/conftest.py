@@ -1,6 +1,12 @@
-"""Shared fixtures: the model files (exported on first use) and the VGG16 weights."""
+"""Shared fixtures: the model files (exported on first use), the VGG16 weights, a save that
+hangs half-way (for the partial-file tests)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +74,35 @@ def torch_vgg32(vgg_weights):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+HANG_IN_SAVE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from ostransfer.imaging.io import save
+def hang(self, fp, *args, **kwargs):
+    fp.write(b"half an image")
+    fp.flush()
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+Image.Image.save = hang
+save(np.zeros((4, 4, 3), np.float32), sys.argv[1])
+"""
+
+
+def _hang_in_save(out: Path, ready: Path) -> subprocess.Popen:
+    """A process that stops in the middle of saving ``out`` (touching ``ready`` there)."""
+    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(out), str(ready)])
+    end = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < end
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.fixture
+def hang_in_save():
+    """Start a process that stops in the middle of a save (see ``_hang_in_save``)."""
+    return _hang_in_save

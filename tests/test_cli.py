@@ -699,33 +699,11 @@ def test_a_long_output_name_is_saved_and_so_are_its_rescue_names(tmp_path, model
     assert result.stderr.strip().endswith(f"is in {kept}") and Image.open(kept).size == (40, 27)
 
 
-HANG_IN_SAVE = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from PIL import Image
-from ostransfer.imaging.io import save
-def hang(self, fp, *args, **kwargs):
-    fp.write(b"half an image")
-    fp.flush()
-    Path(sys.argv[2]).touch()
-    time.sleep(600)
-Image.Image.save = hang
-save(np.zeros((4, 4, 3), np.float32), sys.argv[1])
-"""
-
-
-def test_the_next_run_removes_what_a_save_killed_by_sigkill_left(tmp_path, model):
+def test_the_next_run_removes_what_a_save_killed_by_sigkill_left(tmp_path, model, hang_in_save):
     out, ready = tmp_path / "out.png", tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(out), str(ready)])
-    try:
-        end = time.monotonic() + 120
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < end
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    proc = hang_in_save(out, ready)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     ready.unlink()
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].startswith(".out.png.") and left[0].endswith(".partial")

@@ -13,8 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,33 +248,7 @@ def test_partial_names_fit_the_name_limit(tmp_path, stem):
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
-HANG_IN_SAVE = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from PIL import Image
-from ostransfer.imaging.io import save
-def hang(self, fp, *args, **kwargs):
-    fp.write(b"half an image")
-    fp.flush()
-    Path(sys.argv[2]).touch()
-    time.sleep(600)
-Image.Image.save = hang
-save(np.zeros((4, 4, 3), np.float32), sys.argv[1])
-"""
-
-
-def hang_in_save(out: Path, ready: Path) -> subprocess.Popen:
-    """A process that stops in the middle of saving ``out`` (touching ``ready`` there)."""
-    proc = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(out), str(ready)])
-    end = time.monotonic() + 120
-    while not ready.exists():
-        assert proc.poll() is None and time.monotonic() < end
-        time.sleep(0.01)
-    return proc
-
-
-def test_partial_files_of_killed_saves_are_found_and_removed(tmp_path):
+def test_partial_files_of_killed_saves_are_found_and_removed(tmp_path, hang_in_save):
     out, other = tmp_path / "out.png", tmp_path / "other.png"
     killed = hang_in_save(out, tmp_path / "ready-1")
     killed.send_signal(signal.SIGKILL)
