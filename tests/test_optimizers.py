@@ -1,6 +1,7 @@
-"""The multi-batch L-BFGS optimiser on a synthetic objective whose sample set changes: it
-lowers the objective, keeps the image in [0, 1], repeats itself for a seed and continues
-exactly from the state it hands out at a sample-set boundary."""
+"""The optimisers that draw new sample sets as they go (RMSprop, the default, and multi-batch
+L-BFGS) on a synthetic objective whose sample set changes: each lowers the objective, keeps
+the image in [0, 1], repeats itself for a seed and continues exactly from the state it hands
+out at a round boundary."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from ostransfer.method.mlbfgs import mlbfgs
 from ostransfer.method.optimizer import Step
+from ostransfer.method.rmsprop import rmsprop
 
 SHAPE = (24, 20, 3)
 
@@ -41,11 +43,18 @@ def _rounds(seed: int):
     return lambda index: np.random.default_rng([seed, index])
 
 
-def _run(objective, image, budget=60, per_set=4, **kwargs):
+def _run(optimizer, objective, image, budget=60, per_set=4, **kwargs):
     steps: list[Step] = []
-    result = mlbfgs(objective, image, budget, per_set, _rounds(7), steps.append, levels=3,
-                    **kwargs)
+    if optimizer == "mlbfgs":
+        result = mlbfgs(objective, image, budget, per_set, _rounds(7), steps.append, levels=3,
+                        **kwargs)
+    else:  # RMSprop: a new set every step; rounds of per_set steps
+        result = rmsprop(objective, image, budget, _rounds(7), lr=0.02, levels=3,
+                         callback=steps.append, per_round=per_set, **kwargs)
     return result, steps
+
+
+OPTIMIZERS = pytest.mark.parametrize("optimizer", ["rmsprop", "mlbfgs"])
 
 
 @pytest.fixture()
@@ -53,36 +62,41 @@ def start():
     return np.full(SHAPE, 0.5, np.float32)
 
 
-def test_lowers_the_objective_and_respects_the_bounds(start):
+@OPTIMIZERS
+def test_lowers_the_objective_and_respects_the_bounds(start, optimizer):
     objective = SampledQuadratic()
-    result, steps = _run(objective, start)
+    result, steps = _run(optimizer, objective, start)
     assert len(steps) == 60 and [s.evaluation for s in steps] == list(range(1, 61))
     assert result.dtype == np.float32 and result.shape == SHAPE
     assert result.min() >= 0.0 and result.max() <= 1.0
     assert all(s.image.min() >= 0.0 and s.image.max() <= 1.0 for s in steps)
     best = objective.full(np.clip(objective.target, 0, 1))
-    assert objective.full(result) - best < 0.1 * (objective.full(start) - best)
+    assert objective.full(result) - best < 0.2 * (objective.full(start) - best)
 
 
-def test_is_deterministic_for_a_seed(start):
-    first, _ = _run(SampledQuadratic(), start)
-    again, _ = _run(SampledQuadratic(), start)
+@OPTIMIZERS
+def test_is_deterministic_for_a_seed(start, optimizer):
+    first, _ = _run(optimizer, SampledQuadratic(), start)
+    again, _ = _run(optimizer, SampledQuadratic(), start)
     assert first.tobytes() == again.tobytes()
 
 
+@OPTIMIZERS
 @pytest.mark.parametrize("stop_after", [1, 3])
-def test_continues_exactly_from_a_sample_set_boundary(start, stop_after):
-    reference, reference_steps = _run(SampledQuadratic(), start)
+def test_continues_exactly_from_a_round_boundary(start, optimizer, stop_after):
+    reference, reference_steps = _run(optimizer, SampledQuadratic(), start)
     saved = []
 
     def on_round(sets, evaluations, state):
         saved.append((sets, evaluations, {k: np.array(v) for k, v in state.items()}))
 
-    _run(SampledQuadratic(), start, on_round=on_round)
+    _run(optimizer, SampledQuadratic(), start, on_round=on_round)
     sets, done, state = saved[stop_after - 1]
     assert sets == stop_after and state["image"].shape == SHAPE
-    assert len(state["s"]) > 0  # the curvature memory is part of the state
-    resumed, steps = _run(SampledQuadratic(), start, first_round=sets, done=done, state=state)
+    if optimizer == "mlbfgs":
+        assert len(state["s"]) > 0  # the curvature memory is part of the state
+    resumed, steps = _run(optimizer, SampledQuadratic(), start, first_round=sets, done=done,
+                          state=state)
     assert steps[0].evaluation == done + 1
     assert [s.loss for s in steps] == [s.loss for s in reference_steps[done:]]
     assert resumed.tobytes() == reference.tobytes()
