@@ -88,11 +88,13 @@ def run_pair(stylizer: Stylizer, pair: str, args: argparse.Namespace, options: d
 
 
 def _measures(values: dict) -> str:
-    return f"LPIPS {values['content']:.3f}, style {values['style']:.3f}, colour {values['colour']:.2f}"
+    """content / style / colour, short enough to caption a square tile."""
+    return f"{values['content']:.3f} / {values['style']:.3f} / {values['colour']:.2f}"
 
 
-def save_grid(rows: list[dict], args: argparse.Namespace, path: Path, height: int = 200) -> None:
-    """One row per pair: content, style, the reference's output, ours, with the measures."""
+def save_grid(rows: list[dict], args: argparse.Namespace, path: Path, height: int = 180) -> None:
+    """One row per pair: content, style, the reference's output, ours, each output captioned
+    with its content / style / colour measures."""
     strips = []
     for row in rows:
         content_name, style_name = row["pair"].split(":")
@@ -101,9 +103,9 @@ def save_grid(rows: list[dict], args: argparse.Namespace, path: Path, height: in
         labels = ["content", "style"]
         if "reference" in row:
             images.append(find(args.anchors, f"{content_name}_{style_name}_{args.reference_size}"))
-            labels.append(f"reference: {_measures(row['reference'])}")
+            labels.append(f"reference {_measures(row['reference'])}")
         images.append(Path(row["output"]))
-        labels.append(f"ours: {_measures(row['ours'])}")
+        labels.append(f"ours {_measures(row['ours'])}")
         strips.append(labelled_row([to_array(load_pil(p)) for p in images], labels, height))
     width = max(s.shape[1] for s in strips)
     canvas = np.ones((sum(s.shape[0] + 6 for s in strips), width, 3), np.float32)
@@ -111,7 +113,7 @@ def save_grid(rows: list[dict], args: argparse.Namespace, path: Path, height: in
     for strip in strips:
         canvas[y:y + strip.shape[0], :strip.shape[1]] = strip
         y += strip.shape[0] + 6
-    to_pil(canvas).save(path, **({"quality": 88} if path.suffix.lower() in (".jpg", ".jpeg")
+    to_pil(canvas).save(path, **({"quality": 85} if path.suffix.lower() in (".jpg", ".jpeg")
                                  else {}))
 
 
