@@ -25,7 +25,6 @@ from ostransfer.imaging.color import preserve_colors
 from ostransfer.imaging.grid import labelled_row
 from ostransfer.imaging.guides import colour_map
 from ostransfer.imaging.io import load_pil, resize, to_array
-from ostransfer.presets import DEFAULT_CONTENT_WEIGHT
 from ostransfer.run.job import load_guides
 
 DOCS = Path(__file__).resolve().parent
@@ -105,8 +104,7 @@ def stack(rows: list[np.ndarray], gap: int = 6) -> np.ndarray:
 def pairs_figure(size: int) -> None:
     rows = []
     for content, style in PAIRS:
-        result = run(f"{Path(content).stem}-{Path(style).stem}", content, style, size=size,
-                     content_weight=DEFAULT_CONTENT_WEIGHT["paper"])
+        result = run(f"{Path(content).stem}-{Path(style).stem}", content, style, size=size)
         rows.append(labelled_row([to_array(load_pil(content)), to_array(load_pil(style)), result],
                                  ["content", "style", f"{size} px, default options"],
                                  height=TILE + 48))
@@ -153,14 +151,18 @@ def colour_and_mix_figures(options: dict, only: set[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--evaluations", default="60,60,80")
-    parser.add_argument("--content-weight", type=float, default=4096.0)
+    parser.add_argument("--evaluations", default=None, help="per scale (default: the run's)")
+    parser.add_argument("--content-weight", type=float, default=None,
+                        help="default: the default preset's")
     parser.add_argument("--pairs-size", type=int, default=256)
     parser.add_argument("--only", default="pairs,guided,color,mix")
     args = parser.parse_args()
-    budgets = [int(v) for v in args.evaluations.split(",")]
-    options = dict(size=args.size, evaluations=budgets if len(budgets) > 1 else budgets[0],
-                   content_weight=args.content_weight)
+    options: dict = dict(size=args.size)
+    if args.evaluations:
+        budgets = [int(v) for v in args.evaluations.split(",")]
+        options["evaluations"] = budgets if len(budgets) > 1 else budgets[0]
+    if args.content_weight is not None:
+        options["content_weight"] = args.content_weight
     only = set(args.only.split(","))
     if "pairs" in only:
         pairs_figure(args.pairs_size)
