@@ -586,8 +586,11 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(tmp_path):
     (tmp_path / "typer" / "__init__.py").write_text(SLOW_TYPER)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    # as from a shell: SIGINT at its default (a test before this one may leave it ignored,
+    # and an ignored signal stays ignored across exec)
     proc = subprocess.Popen([sys.executable, "-m", "ostransfer", "--help"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         end = time.monotonic() + 60
         while not (tmp_path / "loading").exists():
