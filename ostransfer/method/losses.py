@@ -337,10 +337,10 @@ def _weights(preset: str, a: float, palette: float | None) -> tuple[float, float
     """Weights of (content, remd, moment, palette) in the total, denominator included;
     ``palette`` replaces the preset's palette factor (1/a, 1/max(a, 1)) when given."""
     if preset == "paper":
-        den = 2.0 + a + 1.0 / a
-        return a / den, 1.0 / den, 1.0 / den, (1.0 / a if palette is None else palette) / den
-    den = a + 2.0
-    return a / den, 1.0 / den, 1.0 / den, (1.0 / max(a, 1.0) if palette is None else palette) / den
+        den, factor = 2.0 + a + 1.0 / a, 1.0 / a
+    else:
+        den, factor = a + 2.0, 1.0 / max(a, 1.0)
+    return a / den, 1.0 / den, 1.0 / den, (factor if palette is None else palette) / den
 
 
 def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str,

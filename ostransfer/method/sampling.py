@@ -74,7 +74,8 @@ class Hypercolumns:
     """
 
     def __init__(self, ys: np.ndarray, xs: np.ndarray, height: int, width: int,
-                 layers: tuple[Layer, ...], *, xp=np, rgb: tuple[Sequence[float], Sequence[float]] | None = None):
+                 layers: tuple[Layer, ...], *, xp=np,
+                 rgb: tuple[Sequence[float], Sequence[float]] | None = None):
         self.xp = xp
         self.layers = layers
         # the RGB channels as (rgb - mean) / std, or raw
