@@ -20,9 +20,11 @@ from ..files import (
     name_limit,
     partial_path,
     remove_stale_partials,
+    write_atomic,
 )
 from ..imaging.io import SAVE_FORMATS, SaveError, format_supported, save
 from ..run import checkpoint as ckpt
+from ..run.recipe import RECIPE_KEY, carries_text, recipe_text, sidecar_path
 from .common import UsageError
 
 Saved = tuple[Path | None, str | None]  # (where the image went or None, the problem or None)
@@ -149,17 +151,27 @@ def numbered(path: Path) -> Iterator[Path]:
         yield path.with_name(fit_name(path.stem, f"-{number}{path.suffix}", limit))
 
 
-def save_result(image: np.ndarray, out: Path, overwrite: bool) -> Saved:
+def save_result(image: np.ndarray, out: Path, overwrite: bool,
+                recipe: dict | None = None) -> Saved:
     """Save the result at ``out``: replacing what is there only with ``overwrite``; a file
     that appeared there during the run is kept and the result goes to ``<stem>.new<ext>``;
-    a failed save (a full disk) goes to the temporary folder instead."""
+    a failed save (a full disk) goes to the temporary folder instead. ``recipe``: carried by
+    the result (``run.recipe``: a PNG text chunk, else a sidecar file)."""
+    text = None if recipe is None else {RECIPE_KEY: recipe_text(recipe)}
     try:
-        return save(image, out, replace=overwrite), None
+        written, problem = save(image, out, replace=overwrite, text=text), None
     except FileExistsError:
         problem = f"{out}: appeared during the run and was not replaced (no --overwrite)"
-        return _rescue(image, out, tagged(out, "new")), problem
+        written = _rescue(image, out, tagged(out, "new"), text)
     except SaveError as exc:
-        return _rescue(image, out, None), str(exc)
+        written, problem = _rescue(image, out, None, text), str(exc)
+    if written is not None and text is not None and not carries_text(written):
+        sidecar = sidecar_path(written)
+        try:
+            write_atomic(sidecar, text[RECIPE_KEY].encode("utf-8"))
+        except OSError as exc:
+            problem = problem or f"{sidecar}: the recipe could not be written ({exc.strerror or exc})"
+    return written, problem
 
 
 def save_kept(image: np.ndarray, path: Path) -> Saved:
@@ -171,17 +183,18 @@ def save_kept(image: np.ndarray, path: Path) -> Saved:
         return _rescue(image, path, None), str(exc)
 
 
-def _save_unused(image: np.ndarray, path: Path) -> Path:
+def _save_unused(image: np.ndarray, path: Path, text: dict[str, str] | None = None) -> Path:
     """Save at the first name of ``numbered(path)`` that nothing holds, without a race."""
     for candidate, _ in zip(numbered(path), range(10_000)):
         try:
-            return save(image, candidate, replace=False)
+            return save(image, candidate, replace=False, text=text)
         except FileExistsError:
             continue
     raise SaveError(f"{path}: no free name left")
 
 
-def _rescue(image: np.ndarray, path: Path, near: Path | None) -> Path | None:
+def _rescue(image: np.ndarray, path: Path, near: Path | None,
+            text: dict[str, str] | None = None) -> Path | None:
     """Where the image could go instead: ``near`` (numbered), else the temporary folder."""
     places = [near] if near is not None else []
     temporary = Path(tempfile.gettempdir())
@@ -189,7 +202,7 @@ def _rescue(image: np.ndarray, path: Path, near: Path | None) -> Path | None:
         places.append(temporary / fit_name(path.stem, path.suffix, name_limit(temporary)))
     for place in places:
         try:
-            return _save_unused(image, place)
+            return _save_unused(image, place, text)
         except SaveError:
             continue
     return None

@@ -20,6 +20,7 @@ from ..run import checkpoint as ckpt
 from ..run.job import Job, Names, prepare
 from ..run.options import DEFAULT_LEARNING_RATE, Options
 from ..run.plan import preflight
+from ..run.recipe import make_recipe, read_recipe, recipe_inputs, recipe_options
 from ..run.stylizer import Interrupted, Stylizer, Unfinished
 from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
                      parse_budgets, parse_floats, say)
@@ -63,9 +64,9 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
 
 
 def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None,
-            overwrite: bool = False) -> None:
-    """Run a prepared job and save its result (replacing a file only with ``overwrite``);
-    see the exit codes in ``common``."""
+            overwrite: bool = False, recipe: dict | None = None) -> None:
+    """Run a prepared job and save its result (replacing a file only with ``overwrite``),
+    carrying ``recipe``; see the exit codes in ``common``."""
     start_output(out)
     folder = job.checkpoint.folder if job.checkpoint is not None else None
     stylizer = None if job.finished else Stylizer(device=device)  # a Ctrl-C here: nothing to keep
@@ -82,7 +83,7 @@ def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path |
                 signals.shield = True
                 _report_unfinished(stop, out, folder)
         signals.shield = True
-        written, problem = save_result(result, out, overwrite)
+        written, problem = save_result(result, out, overwrite, recipe)
     if problem is not None:
         if written is not None:
             fail(escape(f"{problem}; the result was saved to {written} instead"), 1)
@@ -138,9 +139,11 @@ def _style_weights(text: Optional[str], styles: int) -> tuple[float, ...] | None
 
 @app.command(no_args_is_help=True)
 def stylize(
-    content: Path = typer.Argument(..., metavar="CONTENT", help="content image", show_default=False),
-    style: list[Path] = typer.Argument(..., metavar="STYLE", show_default=False,
-                                       help="style image, or several to mix (see --style-weight)"),
+    content: Optional[Path] = typer.Argument(None, metavar="CONTENT", help="content image",
+                                             show_default=False),
+    style: Optional[list[Path]] = typer.Argument(
+        None, metavar="STYLE", show_default=False,
+        help="style image, or several to mix (see --style-weight)"),
     output: str = typer.Option(..., "-o", "--output", metavar="PATH", show_default=False,
                                help="output image (.png, .jpg, ...)", rich_help_panel=OUTPUT),
     size: int = typer.Option(512, help="long side of the output, px", rich_help_panel=OUTPUT),
@@ -210,16 +213,34 @@ def stylize(
     checkpoint_every: float = typer.Option(3.0, metavar="MINUTES",
                                            help="checkpoint inside a scale this often",
                                            rich_help_panel=ROBUST),
+    recipe: Optional[Path] = typer.Option(
+        None, metavar="RESULT", help="make RESULT again from the recipe it carries: its inputs "
+                                     "(checked unchanged) and options, instead of CONTENT, STYLE "
+                                     "and the style and optimiser options",
+        rich_help_panel=ROBUST),
 ) -> None:
     """Stylise CONTENT with STYLE (one image, or several mixed) and write the result to OUT.
 
-    Ctrl-C stops at the next evaluation and saves the best image so far as
+    The result carries its recipe (a PNG text chunk, else OUT.recipe.json): the version, the
+    options, the seed and each input's SHA-256; --recipe OUT remakes it, byte for byte on a
+    CPU. Ctrl-C stops at the next evaluation and saves the best image so far as
     OUT.interrupted-<side>px (exit code 130)."""
     with clear_errors():
+        if recipe is not None:
+            if content is not None or style:
+                raise UsageError("--recipe takes the inputs from the recipe; give no CONTENT "
+                                 "or STYLE with it")
+            made = read_recipe(recipe)
+            if made is None:
+                raise UsageError(f"--recipe {recipe}: carries no ostransfer recipe")
+            content, style, guide_pair = recipe_inputs(made, f"--recipe {recipe}")
+            content_guide, style_guide = guide_pair or (None, None)
+        elif content is None or not style:
+            raise UsageError("give CONTENT and STYLE (or --recipe RESULT)")
         guides = [g for g in (content_guide, style_guide) if g is not None]
         out = output_path(output)
         check_output(out, [content, *style, *guides], overwrite)
-        options = Options(size=size, preset=preset, content_weight=content_weight,
+        options = recipe_options(made) if recipe is not None else Options(size=size, preset=preset, content_weight=content_weight,
                           palette_weight=palette_weight, optimizer=optimizer,
                           evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
                           per_round=per_round, pyramid_levels=pyramid_levels, samples=samples,
@@ -230,7 +251,9 @@ def stylize(
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
                           content_guide=content_guide, style_guide=style_guide)
-        run_job(device, job, out, quiet, resume, overwrite)
+        made = make_recipe(content, list(style), job.options,
+                           (content_guide, style_guide) if guides else None)
+        run_job(device, job, out, quiet, resume, overwrite, made)
 
 
 @app.command()
@@ -248,8 +271,9 @@ def demo(
         out = output_path(output)
         check_output(out, [content, style], overwrite)
         device = resolve_device(device)
-        run_job(device, prepare_job(device, content, [style], Options(size=size)), out, quiet,
-                None, overwrite)
+        job = prepare_job(device, content, [style], Options(size=size))
+        run_job(device, job, out, quiet, None, overwrite,
+                make_recipe(content, [style], job.options))
 
 
 SWEEP_WEIGHTS = {"paper": "1024,4096,16384", "strotss": "1,4,16"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from ..files import write_atomic
 
@@ -174,20 +174,26 @@ def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95, *,
-         replace: bool = True) -> Path:
+         replace: bool = True, text: dict[str, str] | None = None) -> Path:
     """Write an (H, W, 3) float image atomically; the format follows the extension.
 
     The image goes to a temporary file in the target's folder, is flushed to disk, then
     renamed over the target: readers see the old file or the whole new one, never a part.
     With ``replace=False`` it never replaces anything at ``path``, even something that
     appears while it is written: FileExistsError then, and nothing is written. Raises
-    SaveError (the temporary file removed) when it cannot be written."""
+    SaveError (the temporary file removed) when it cannot be written. ``text``: text chunks
+    of a PNG (other formats ignore it)."""
     path = Path(path)
     fmt = SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ImageError(f"{path}: unknown output extension (use one of {', '.join(SAVE_FORMATS)})")
     image = from_array(array)
-    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "PNG" and text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        options["pnginfo"] = info
     try:
         return write_atomic(path, lambda f: image.save(f, format=fmt, **options),
                             replace=replace)

@@ -13,7 +13,6 @@ resumed from a round boundary replays exactly what the uninterrupted run would h
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ from PIL import Image
 
 from .._version import __version__
 from ..files import remove_stale_partials, write_atomic
-from ..method.schedule import scale_sides
+from .recipe import options_dict
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +91,8 @@ def identity(content: Image.Image, style: Image.Image | Sequence[Image.Image], o
     """What makes a run: the inputs' digests (the style: one digest, or a list with several
     style images; the guides' when given), every option (``Options``; the style weights
     normalised, colour preservation as its method), the package version."""
-    def plain(value: Any) -> Any:  # JSON's types (NumPy integers, tuples of budgets)
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, np.integer):
-            return int(value)
-        if isinstance(value, np.floating):
-            return float(value)
-        return value
-
-    opts = {key: plain(value) for key, value in dataclasses.asdict(options).items()}
-    # the same run however it was spelled: explicit defaults, one budget or one per scale
-    opts["evaluations"] = plain(options.budgets(len(scale_sides(options.size))))
-    opts["content_weight"] = float(options.final_weight)
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    # the same mix however it was written: 0.7,0.3 is 7,3; equal weights are no weights
-    fractions = options.style_fractions(len(styles))
-    opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
-    opts["preserve_color"] = options.color_method or False
+    opts = options_dict(options, len(styles))
     for key, default in LATER_OPTIONS.items():
         if opts.get(key, default) == default:
             opts.pop(key, None)

@@ -1,0 +1,90 @@
+"""Every result carries its recipe (version, options, seed, each input's SHA-256): in a PNG
+text chunk, else a sidecar file; ``stylize --recipe`` remakes the result byte for byte and
+refuses, in one line, a recipe whose inputs have changed or that is damaged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from ostransfer.cli import transfer
+from ostransfer.files import sha256_file
+from ostransfer.run import recipe as rc
+from ostransfer.run.options import Options
+from ostransfer.run.stylizer import Stylizer
+
+from test_cli import CONTENT, FAST, STYLE, invoke, one_error_line
+
+ARGS = ["--size", "40", "--evaluations", "2", *FAST]
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return Stylizer(device="cpu")
+
+
+@pytest.fixture
+def model(loaded, monkeypatch):
+    monkeypatch.setattr(transfer, "Stylizer", lambda device: loaded)
+
+
+def test_options_round_trip_through_the_recipe_dictionary():
+    opts = Options(size=300, content_weight=2.5, evaluations=7, seed=3, style_weights=(7, 3),
+                   preserve_color=True, learning_rate=1e-3)
+    values = rc.options_dict(opts, styles=2)
+    again = rc.options_from_dict(json.loads(json.dumps(values)))
+    assert rc.options_dict(again, styles=2) == values
+    assert values["evaluations"] == [7, 7, 7, 7] and values["preserve_color"] == "luminance"
+    with pytest.raises(rc.RecipeError, match="does not know: 'sharpness'"):
+        rc.options_from_dict({**values, "sharpness": 1})
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_result_reruns_from_its_recipe_to_the_same_bytes(tmp_path, model, suffix):
+    content, style = tmp_path / "content.jpg", tmp_path / "style.jpg"
+    shutil.copy(CONTENT, content)
+    shutil.copy(STYLE, style)
+    first, again = tmp_path / f"first{suffix}", tmp_path / f"again{suffix}"
+    assert invoke("stylize", content, style, *ARGS, "--seed", "5", "-o", first).exit_code == 0
+    made = rc.read_recipe(first)
+    assert made["options"]["seed"] == 5 and made["options"]["size"] == 40
+    assert made["inputs"]["content"]["sha256"] == sha256_file(content)
+    assert made["ostransfer"] and [s["path"] for s in made["inputs"]["styles"]] == [str(style)]
+    if suffix == ".png":
+        assert rc.RECIPE_KEY in Image.open(first).text
+        assert not rc.sidecar_path(first).exists()
+    else:
+        assert rc.sidecar_path(first).exists()
+    result = invoke("stylize", "--recipe", first, "-o", again, "-q")
+    assert result.exit_code == 0, result.output
+    assert again.read_bytes() == first.read_bytes()
+    if suffix != ".png":
+        assert rc.sidecar_path(again).read_bytes() == rc.sidecar_path(first).read_bytes()
+
+
+def test_a_recipe_whose_input_changed_or_is_damaged_is_refused_in_one_line(tmp_path, model):
+    content = tmp_path / "content.jpg"
+    shutil.copy(CONTENT, content)
+    first = tmp_path / "first.png"
+    assert invoke("stylize", content, STYLE, *ARGS, "-o", first).exit_code == 0
+    content.write_bytes(content.read_bytes() + b"\0")
+    changed = invoke("stylize", "--recipe", first, "-o", tmp_path / "x.png")
+    assert changed.exit_code == 2
+    assert "has changed since the result was made" in one_error_line(changed)
+    content.unlink()
+    gone = invoke("stylize", "--recipe", first, "-o", tmp_path / "x.png")
+    assert gone.exit_code == 2 and "is not there any more" in one_error_line(gone)
+    Image.open(CONTENT).save(tmp_path / "plain.png")
+    none = invoke("stylize", "--recipe", tmp_path / "plain.png", "-o", tmp_path / "x.png")
+    assert none.exit_code == 2 and "carries no ostransfer recipe" in one_error_line(none)
+    damaged = tmp_path / "damaged.jpg"
+    shutil.copy(CONTENT, damaged)
+    rc.sidecar_path(damaged).write_text("{not json")
+    bad = invoke("stylize", "--recipe", damaged, "-o", tmp_path / "x.png")
+    assert bad.exit_code == 2 and "its recipe is damaged" in one_error_line(bad)
+    both = invoke("stylize", CONTENT, STYLE, "--recipe", first, "-o", tmp_path / "x.png")
+    assert both.exit_code == 2 and "give no CONTENT" in one_error_line(both)
+    assert not (tmp_path / "x.png").exists()
