@@ -88,3 +88,20 @@ def test_a_recipe_whose_input_changed_or_is_damaged_is_refused_in_one_line(tmp_p
     both = invoke("stylize", CONTENT, STYLE, "--recipe", first, "-o", tmp_path / "x.png")
     assert both.exit_code == 2 and "give no CONTENT" in one_error_line(both)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_command_that_exports_the_model_files_says_so(tmp_path, monkeypatch, weights_path):
+    """The first-use export is announced by the command that triggers it (here stylize,
+    stopped right after the announcement)."""
+    from ostransfer.nets import provision, vgg16_graphs
+
+    def stop(*args, **kwargs):
+        raise provision.ModelError("stopped for the test")
+
+    monkeypatch.setenv("OSTRANSFER_MODELS", str(tmp_path / "models"))
+    monkeypatch.setattr(provision, "fetch_weights", lambda *a, **k: weights_path)
+    monkeypatch.setattr(vgg16_graphs, "write_models", stop)
+    result = invoke("stylize", CONTENT, STYLE, *ARGS, "-o", tmp_path / "out.png")
+    assert result.exit_code == 2
+    assert "Exporting the VGG16 ONNX graphs into" in result.stderr
+    assert "stopped for the test" in result.stderr

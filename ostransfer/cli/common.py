@@ -8,6 +8,7 @@ likewise) or the result could not be written.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -39,6 +40,23 @@ def fail(message: str, code: int = 2) -> None:
 def say(message: str) -> None:
     """One plain line on stderr."""
     err.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
+class _SayHandler(logging.Handler):
+    """Log records as plain lines on stderr (in a terminal and in a log file alike)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(self.format(record))
+
+
+def announce_model_setup() -> None:
+    """Every command says when it downloads the weights or exports the model files (first
+    use: several seconds), instead of going silent."""
+    logger = logging.getLogger("ostransfer.nets.provision")
+    if not any(isinstance(h, _SayHandler) for h in logger.handlers):
+        logger.addHandler(_SayHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @contextmanager
