@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -105,3 +106,24 @@ def test_a_command_that_exports_the_model_files_says_so(tmp_path, monkeypatch, w
     assert result.exit_code == 2
     assert "Exporting the VGG16 ONNX graphs into" in result.stderr
     assert "stopped for the test" in result.stderr
+
+
+def test_thorough_takes_the_reference_schedule_and_explicit_options_win(tmp_path, model):
+    out = tmp_path / "thorough.png"
+    result = invoke("stylize", CONTENT, STYLE, *ARGS, "--thorough", "-o", out)
+    assert result.exit_code == 0, result.output
+    options = rc.read_recipe(out)["options"]
+    assert options["evaluations"] == [2]  # given explicitly (40 px: one scale)
+    assert options["learning_rate"] == 1e-3 and options["pyramid_levels"] == 6
+    assert options["content_weight"] == 1.6
+    pixels = tmp_path / "pixels.png"
+    assert invoke("stylize", CONTENT, STYLE, *ARGS, "--thorough", "--pyramid-levels", "0",
+                  "-o", pixels).exit_code == 0
+    options = rc.read_recipe(pixels)["options"]
+    assert options["pyramid_levels"] == 0 and options["content_weight"] == 1.6
+    heavier = tmp_path / "heavier.png"
+    assert invoke("stylize", CONTENT, STYLE, *ARGS, "--thorough", "--content-weight", "3",
+                  "-o", heavier).exit_code == 0
+    assert rc.read_recipe(heavier)["options"]["content_weight"] == 3.0
+    # RMSprop works on the pyramid it is given: another pyramid, another result
+    assert np.abs(np.asarray(Image.open(out), float) - np.asarray(Image.open(pixels), float)).max() > 0

@@ -15,7 +15,7 @@ from ..files import sample_image
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
 from ..imaging.grid import labelled_row
 from ..imaging.io import load_pil
-from ..presets import DEFAULT_CONTENT_WEIGHT
+from ..presets import DEFAULT_CONTENT_WEIGHT, thorough_options
 from ..run import checkpoint as ckpt
 from ..run.job import Job, Names, prepare
 from ..run.options import DEFAULT_LEARNING_RATE, Options
@@ -183,10 +183,15 @@ def stylize(
                    f"{DEFAULT_LEARNING_RATE:g})", rich_help_panel=OPTIMISER),
     per_round: int = typer.Option(Options.per_round, help="L-BFGS-B evaluations (mlbfgs: "
                                   "iterations) per sample set", rich_help_panel=OPTIMISER),
-    pyramid_levels: int = typer.Option(
-        Options.pyramid_levels, help="L-BFGS-B optimises a Laplacian pyramid of this many levels "
-                                     "(0: the pixels; mlbfgs: 0 means 5)",
+    pyramid_levels: Optional[int] = typer.Option(
+        None, help=f"the optimiser works on a Laplacian pyramid of this many levels (0: the "
+                   f"pixels; mlbfgs: 0 means 5; default {Options.pyramid_levels})",
         rich_help_panel=OPTIMISER),
+    thorough: bool = typer.Option(
+        False, "--thorough", help="the reference code's schedule: 200 steps at every scale at "
+                                  "its step size, a 6-level pyramid, its content weight (better "
+                                  "colours and style, about 4x the time; options given "
+                                  "explicitly win)", rich_help_panel=OPTIMISER),
     device: str = typer.Option("auto", help=DEVICE_HELP, rich_help_panel=OPTIMISER),
     content_guide: Optional[Path] = typer.Option(
         None, metavar="IMAGE", help="region guide of the content: colour-coded regions, each "
@@ -240,13 +245,17 @@ def stylize(
         guides = [g for g in (content_guide, style_guide) if g is not None]
         out = output_path(output)
         check_output(out, [content, *style, *guides], overwrite)
-        options = recipe_options(made) if recipe is not None else Options(size=size, preset=preset, content_weight=content_weight,
-                          palette_weight=palette_weight, optimizer=optimizer,
-                          evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
-                          per_round=per_round, pyramid_levels=pyramid_levels, samples=samples,
-                          style_samples=style_samples, init=init, seed=seed,
-                          style_weights=_style_weights(style_weight, len(style)),
-                          preserve_color=_color(preserve_color, color_method))
+        chosen = dict(content_weight=content_weight, evaluations=parse_budgets(evaluations),
+                      learning_rate=learning_rate, pyramid_levels=pyramid_levels)
+        if thorough:
+            chosen = {key: thorough_options(preset).get(key) if value is None else value
+                      for key, value in chosen.items()}
+        chosen = {key: value for key, value in chosen.items() if value is not None}
+        options = recipe_options(made) if recipe is not None else Options(
+            size=size, preset=preset, palette_weight=palette_weight, optimizer=optimizer,
+            per_round=per_round, samples=samples, style_samples=style_samples, init=init,
+            seed=seed, style_weights=_style_weights(style_weight, len(style)),
+            preserve_color=_color(preserve_color, color_method), **chosen)
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,

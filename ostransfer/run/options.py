@@ -38,7 +38,7 @@ class Options:
     per_round: int = 50  # L-BFGS-B evaluations (mlbfgs: iterations) per sample set
     learning_rate: float | None = None  # RMSprop's step size (half at the last scale); None: default
     palette_weight: float | None = None  # the palette term's factor; None: the preset's
-    pyramid_levels: int = 5  # L-BFGS-B's variables: a Laplacian pyramid of this many levels; 0: pixels
+    pyramid_levels: int = 5  # the optimiser's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
     style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
     init: str = "style"  # "style": style mean + content detail; "content": the content image

@@ -279,7 +279,8 @@ class Stylizer:
                                tracker.report, levels=opts.pyramid_levels, **common)
             else:
                 result = rmsprop(objective, image, scale.budget, rounds,
-                                 lr=opts.step_size(last), callback=tracker.report,
+                                 lr=opts.step_size(last), levels=opts.pyramid_levels or 1,
+                                 callback=tracker.report,
                                  per_round=opts.per_round, state=saved, **common)
             result = to_numpy(result)
             del objective
