@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import typer
 
-from . import models, research, transfer
+from . import batch, models, research, transfer
 from .common import announce_model_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Style transfer by relaxed optimal transport and self-similarity (STROTSS).")
-for group in (transfer.app, models.app, research.app):
+for group in (transfer.app, batch.app, models.app, research.app):
     app.add_typer(group)
 
 

@@ -1,0 +1,122 @@
+"""``ostransfer batch``: many stylisations in one command, resumable, each failure kept to its
+own job, with a summary at the end (a table, or ``--json``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..arrays import resolve_device
+from ..run import batch as bt
+from ..run.job import Names, prepare
+from ..run.stylizer import Interrupted, RunFailed, Stylizer
+from .common import DEVICE_HELP, StopSignals, UsageError, clear_errors, err, parse_budgets, say
+from .outputs import save_result
+from .progress import ProgressDisplay
+
+app = typer.Typer()
+
+
+def _jobs(jobs_file: Optional[Path], contents: Optional[str], styles: Optional[str]):
+    if jobs_file is not None and (contents or styles):
+        raise UsageError("give a JOBS file or --contents and --styles, not both")
+    if jobs_file is not None:
+        return bt.read_jobs(jobs_file)
+    if not (contents and styles):
+        raise UsageError("give a JOBS file (CSV or JSON Lines), or --contents GLOB and "
+                         "--styles GLOB")
+    return bt.cross_jobs(contents, styles)
+
+
+def _summary(outcomes: list[bt.Outcome]) -> None:
+    table = Table(title="batch")
+    for column in ("job", "status", "seconds", "output or reason"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o.job.line, o.status, f"{o.seconds:.1f}" if o.status == "done" else "",
+                      o.error or o.output.name)
+    err.print(table)
+    counts = bt.describe(outcomes)
+    say(", ".join(f"{n} {status}" for status, n in counts.items()))
+
+
+@app.command(no_args_is_help=True)
+def batch(
+    jobs_file: Optional[Path] = typer.Argument(
+        None, metavar="JOBS", show_default=False,
+        help="CSV (header: content, style or styles, option columns) or JSON Lines file"),
+    outdir: Path = typer.Option(..., "-o", "--output-dir", metavar="OUTDIR",
+                                help="folder for the results (made if needed)"),
+    contents: Optional[str] = typer.Option(None, metavar="GLOB",
+                                           help="with --styles: every content x every style"),
+    styles: Optional[str] = typer.Option(None, metavar="GLOB"),
+    size: Optional[int] = typer.Option(None, help="shared: long side of the output, px (512)"),
+    preset: Optional[str] = typer.Option(None, help="shared: paper or strotss"),
+    content_weight: Optional[float] = typer.Option(None, help="shared: content weight"),
+    seed: Optional[int] = typer.Option(None, help="shared: random seed"),
+    evaluations: Optional[str] = typer.Option(None, help="shared: evaluations per scale"),
+    learning_rate: Optional[float] = typer.Option(None, help="shared: RMSprop's step size"),
+    image_format: str = typer.Option("png", "--format", help="png, jpg or webp (jpg and webp "
+                                                             "keep the recipe in a sidecar)"),
+    as_json: bool = typer.Option(False, "--json", help="the summary as JSON on stdout"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
+) -> None:
+    """Stylise many pairs: one result per job in OUTDIR, named for its pair and options,
+    carrying its recipe. A job whose result is there with the same recipe is skipped (a
+    rerun continues a stopped batch); a job that fails is reported and the others go on.
+    Per-job values override the shared options."""
+    with clear_errors():
+        jobs = _jobs(jobs_file, contents, styles)
+        shared = bt.shared_options(dict(size=size, preset=preset, content_weight=content_weight,
+                                        seed=seed, evaluations=parse_budgets(evaluations),
+                                        learning_rate=learning_rate))
+        suffix = "." + image_format.lower().lstrip(".")
+        if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+            raise UsageError(f"--format {image_format}: use png, jpg or webp")
+        if outdir.exists() and not outdir.is_dir():
+            raise UsageError(f"-o {outdir}: is a file, not a folder")
+        planned = bt.plan_batch(jobs, shared, outdir, suffix)
+        outdir.mkdir(parents=True, exist_ok=True)
+        device = resolve_device(device)
+    stylizer: list[Stylizer] = []  # loaded when the first job runs
+
+    def run_one(job: bt.BatchJob, options, out: Path, recipe: dict) -> None:
+        prepared = prepare(job.content, list(job.styles), options, device=device,
+                           names=Names(images=[str(job.content), *map(str, job.styles)]))
+        if not stylizer:
+            stylizer.append(Stylizer(device=device))
+        display = ProgressDisplay(prepared.plan, err, enabled=not quiet)
+        try:
+            with display.bar:
+                result = stylizer[0].run_job(prepared, signals.watching(display))
+        except RunFailed as exc:
+            raise RuntimeError(str(exc)) from None
+        written, problem = save_result(result, out, True, recipe)
+        if problem is not None:
+            raise OSError(problem)
+
+    outcomes: list[bt.Outcome] = []
+    interrupted = False
+    with StopSignals() as signals:
+        try:
+            for outcome in bt.run_batch(planned, run_one, None if quiet else
+                                        lambda i, job: say(f"[{i + 1}/{len(planned)}] {job.line}")):
+                outcomes.append(outcome)
+        except (Interrupted, KeyboardInterrupt):
+            interrupted = True
+    if as_json:
+        print(json.dumps({"jobs": [o.as_dict() for o in outcomes], **bt.describe(outcomes),
+                          "interrupted": interrupted}))
+    else:
+        _summary(outcomes)
+    if interrupted:
+        say(f"interrupted after {len(outcomes)} of {len(planned)} jobs; run the same command "
+            f"again to continue")
+        raise typer.Exit(130)
+    if any(o.status == "failed" for o in outcomes):
+        raise typer.Exit(1)

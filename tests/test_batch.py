@@ -1,0 +1,79 @@
+"""``ostransfer batch``: the same bytes as the jobs run one by one, a rerun skips what is
+done, a corrupt input fails its own job with one line while the others finish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ostransfer.cli import batch as batch_cli, transfer
+from ostransfer.run import batch as bt
+from ostransfer.run.stylizer import Stylizer
+
+from test_cli import CONTENT, STYLE, invoke
+
+SHARED = ["--size", "40", "--evaluations", "2"]
+FAST = {"samples": 64, "style_samples": 100, "per_round": 2}
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return Stylizer(device="cpu")
+
+
+@pytest.fixture
+def model(loaded, monkeypatch):
+    monkeypatch.setattr(transfer, "Stylizer", lambda device: loaded)
+    monkeypatch.setattr(batch_cli, "Stylizer", lambda device: loaded)
+
+
+def _jobs(tmp_path):
+    shutil.copy(CONTENT, tmp_path / "cat.jpg")
+    shutil.copy(STYLE, tmp_path / "night.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    rows = [{"content": "cat.jpg", "style": "night.jpg", **FAST},
+            {"content": "cat.jpg", "style": "night.jpg", "seed": 3, **FAST},
+            {"content": "cat.jpg", "styles": ["night.jpg", "night.jpg"], "content_weight": 2, **FAST},
+            {"content": "broken.jpg", "style": "night.jpg", **FAST}]
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_batch_matches_single_runs_skips_on_rerun_and_isolates_a_failure(tmp_path, model):
+    jobs = _jobs(tmp_path)
+    out = tmp_path / "out"
+    first = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    assert first.exit_code == 1, first.output  # one job failed
+    summary = json.loads(first.stdout)
+    assert [j["status"] for j in summary["jobs"]] == ["done", "done", "done", "failed"]
+    assert "broken.jpg" in summary["jobs"][3]["error"] and "\n" not in summary["jobs"][3]["error"]
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 3 and len(set(names)) == 3
+    assert any("seed-3" in n for n in names) and any("a-2" in n for n in names)
+    # the first job, run alone with the same options: the same bytes (recipe included)
+    alone = tmp_path / "alone.png"
+    assert invoke("stylize", tmp_path / "cat.jpg", tmp_path / "night.jpg", *SHARED,
+                  "--samples", "64", "--style-samples", "100", "--per-round", "2", "-q",
+                  "-o", alone).exit_code == 0
+    assert alone.read_bytes() == (out / summary["jobs"][0]["output"].split("/")[-1]).read_bytes()
+    again = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    assert [j["status"] for j in json.loads(again.stdout)["jobs"]] == \
+        ["skipped", "skipped", "skipped", "failed"]
+
+
+def test_bad_job_files_are_one_line(tmp_path):
+    bad = tmp_path / "jobs.csv"
+    bad.write_text("content,style,sharpness\na.png,b.png,1\n")
+    with pytest.raises(ValueError, match="unknown column 'sharpness'"):
+        bt.read_jobs(bad)
+    bad.write_text("content\na.png\n")
+    with pytest.raises(ValueError, match="needs a content and a style"):
+        bt.read_jobs(bad)
+    result = invoke("batch", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "give a JOBS file" in result.stderr
+    result = invoke("batch", "--contents", str(tmp_path / "*.nothing"), "--styles", "x",
+                    "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "matches no file" in result.stderr
