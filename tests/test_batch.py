@@ -25,8 +25,8 @@ def loaded(model_dir):
 
 @pytest.fixture
 def model(loaded, monkeypatch):
-    monkeypatch.setattr(transfer, "Stylizer", lambda device: loaded)
-    monkeypatch.setattr(batch_cli, "Stylizer", lambda device: loaded)
+    monkeypatch.setattr(transfer, "Stylizer", lambda device, threads=None: loaded)
+    monkeypatch.setattr(batch_cli, "Stylizer", lambda device, threads=None: loaded)
 
 
 def _jobs(tmp_path):
@@ -77,3 +77,17 @@ def test_bad_job_files_are_one_line(tmp_path):
     result = invoke("batch", "--contents", str(tmp_path / "*.nothing"), "--styles", "x",
                     "-o", tmp_path / "out")
     assert result.exit_code == 2 and "matches no file" in result.stderr
+
+
+def test_a_pool_of_two_workers_gives_the_same_bytes_as_one_process(tmp_path, model):
+    jobs = _jobs(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert invoke("batch", jobs, "-o", one, *SHARED, "-q").exit_code == 1
+    result = invoke("batch", jobs, "-o", two, *SHARED, "--workers", "2", "--json", "-q")
+    assert result.exit_code == 1, result.output
+    statuses = sorted(j["status"] for j in json.loads(result.stdout)["jobs"])
+    assert statuses == ["done", "done", "done", "failed"]
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir())
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name

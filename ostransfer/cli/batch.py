@@ -63,6 +63,9 @@ def batch(
     image_format: str = typer.Option("png", "--format", help="png, jpg or webp (jpg and webp "
                                                              "keep the recipe in a sidecar)"),
     as_json: bool = typer.Option(False, "--json", help="the summary as JSON on stdout"),
+    workers: int = typer.Option(1, min=1, help="worker processes (each loads the model once)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="threads per worker (default: the "
+                                                            "cores shared out)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
 ) -> None:
@@ -89,26 +92,36 @@ def batch(
         prepared = prepare(job.content, list(job.styles), options, device=device,
                            names=Names(images=[str(job.content), *map(str, job.styles)]))
         if not stylizer:
-            stylizer.append(Stylizer(device=device))
+            stylizer.append(Stylizer(device=device, threads=threads))
         display = ProgressDisplay(prepared.plan, err, enabled=not quiet)
         try:
             with display.bar:
                 result = stylizer[0].run_job(prepared, signals.watching(display))
         except RunFailed as exc:
             raise RuntimeError(str(exc)) from None
+        save_one(result, out, recipe)
+
+    outcomes: list[bt.Outcome] = []
+    interrupted = False
+    def save_one(result, out: Path, recipe: dict) -> None:
         written, problem = save_result(result, out, True, recipe)
         if problem is not None:
             raise OSError(problem)
 
-    outcomes: list[bt.Outcome] = []
-    interrupted = False
     with StopSignals() as signals:
+        if workers > 1:
+            stream = bt.run_batch_pool(planned, save_one, workers, device, threads)
+        else:
+            stream = bt.run_batch(planned, run_one, None if quiet else
+                                  lambda i, job: say(f"[{i + 1}/{len(planned)}] {job.line}"))
         try:
-            for outcome in bt.run_batch(planned, run_one, None if quiet else
-                                        lambda i, job: say(f"[{i + 1}/{len(planned)}] {job.line}")):
+            for outcome in stream:
                 outcomes.append(outcome)
+                if workers > 1 and not quiet:
+                    say(f"[{len(outcomes)}/{len(planned)}] {outcome.job.line}: {outcome.status}")
         except (Interrupted, KeyboardInterrupt):
             interrupted = True
+            stream.close()
     if as_json:
         print(json.dumps({"jobs": [o.as_dict() for o in outcomes], **bt.describe(outcomes),
                           "interrupted": interrupted}))

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from .options import InputError, Options
 from .recipe import (RecipeError, make_recipe, options_dict, options_from_dict, read_recipe,
                      recipe_text)
@@ -216,6 +218,37 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             continue
         yield Outcome(job, out, "done", time.perf_counter() - start)
+
+
+def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
+                   save: Callable[[np.ndarray, Path, dict], None], workers: int,
+                   device: str = "cpu", threads: int | None = None) -> Iterator[Outcome]:
+    """``run_batch`` on a local pool of ``workers`` processes (``pool.run_pool``): skipped
+    jobs first, then each job as it finishes; ``save(result, out, recipe)`` writes one."""
+    from .pool import run_pool
+
+    todo = []
+    for job, options, out in planned:
+        try:
+            recipe = make_recipe(job.content, list(job.styles), options)
+        except OSError as exc:
+            yield Outcome(job, out, "failed", error=f"{exc.filename}: {exc.strerror or exc}")
+            continue
+        if already_done(out, recipe):
+            yield Outcome(job, out, "skipped")
+        else:
+            todo.append((job, options, out, recipe))
+    if not todo:
+        return
+    for index, result, error, seconds in run_pool([(j, o) for j, o, _, _ in todo], workers,
+                                                  device, threads):
+        job, _, out, recipe = todo[index]
+        if result is not None:
+            try:
+                save(result, out, recipe)
+            except OSError as exc:
+                error = str(exc)
+        yield Outcome(job, out, "failed" if error else "done", seconds, error)
 
 
 def describe(outcomes: Sequence[Outcome]) -> dict[str, int]:
