@@ -91,3 +91,39 @@ def test_a_pool_of_two_workers_gives_the_same_bytes_as_one_process(tmp_path, mod
     assert names == sorted(p.name for p in two.iterdir())
     for name in names:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+def test_the_same_jobs_on_a_local_ray_give_the_same_bytes(tmp_path, model):
+    ray = pytest.importorskip("ray")  # in the test extra: skipped only outside CI
+    jobs = _jobs(tmp_path)
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    assert invoke("batch", jobs, "-o", local, *SHARED, "-q").exit_code == 1
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = invoke("batch", jobs, "-o", cluster, *SHARED, "--cluster", "local",
+                        "--workers", "2", "--json", "-q")
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 1, result.output
+    assert sorted(j["status"] for j in json.loads(result.stdout)["jobs"]) == \
+        ["done", "done", "done", "failed"]
+    names = sorted(p.name for p in local.iterdir())
+    assert names == sorted(p.name for p in cluster.iterdir())
+    for name in names:
+        assert (local / name).read_bytes() == (cluster / name).read_bytes(), name
+
+
+def test_cluster_without_ray_is_one_line(tmp_path, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    jobs = _jobs(tmp_path)
+    result = invoke("batch", jobs, "-o", tmp_path / "out", "--cluster", "auto")
+    assert result.exit_code == 2 and "pip install 'ostransfer[cluster]'" in result.stderr

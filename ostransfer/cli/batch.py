@@ -12,7 +12,9 @@ from rich.table import Table
 
 from ..arrays import resolve_device
 from ..run import batch as bt
+from ..run.cluster import ray_module, run_cluster
 from ..run.job import Names, prepare
+from ..run.pool import run_pool
 from ..run.stylizer import Interrupted, RunFailed, Stylizer
 from .common import DEVICE_HELP, StopSignals, UsageError, clear_errors, err, parse_budgets, say
 from .outputs import save_result
@@ -66,6 +68,9 @@ def batch(
     workers: int = typer.Option(1, min=1, help="worker processes (each loads the model once)"),
     threads: Optional[int] = typer.Option(None, min=1, help="threads per worker (default: the "
                                                             "cores shared out)"),
+    cluster: Optional[str] = typer.Option(
+        None, metavar="ADDRESS", help="run on Ray: ray://HOST:PORT, or auto for a running local "
+                                      "Ray (one actor per --workers, --threads CPUs each)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display"),
 ) -> None:
@@ -85,7 +90,11 @@ def batch(
             raise UsageError(f"-o {outdir}: is a file, not a folder")
         planned = bt.plan_batch(jobs, shared, outdir, suffix)
         outdir.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(device)
+        if cluster is not None:
+            ray_module()  # one line now if Ray is missing
+            device = "cuda" if device == "cuda" else "cpu"  # the workers' device, not ours
+        else:
+            device = resolve_device(device)
     stylizer: list[Stylizer] = []  # loaded when the first job runs
 
     def run_one(job: bt.BatchJob, options, out: Path, recipe: dict) -> None:
@@ -109,15 +118,19 @@ def batch(
             raise OSError(problem)
 
     with StopSignals() as signals:
-        if workers > 1:
-            stream = bt.run_batch_pool(planned, save_one, workers, device, threads)
+        if cluster is not None:
+            stream = bt.run_batch_pool(planned, save_one, lambda tasks: run_cluster(
+                tasks, cluster, workers if workers > 1 else None, device, threads or 1))
+        elif workers > 1:
+            stream = bt.run_batch_pool(planned, save_one, lambda tasks: run_pool(
+                tasks, workers, device, threads))
         else:
             stream = bt.run_batch(planned, run_one, None if quiet else
                                   lambda i, job: say(f"[{i + 1}/{len(planned)}] {job.line}"))
         try:
             for outcome in stream:
                 outcomes.append(outcome)
-                if workers > 1 and not quiet:
+                if (workers > 1 or cluster is not None) and not quiet:
                     say(f"[{len(outcomes)}/{len(planned)}] {outcome.job.line}: {outcome.status}")
         except (Interrupted, KeyboardInterrupt):
             interrupted = True

@@ -220,13 +220,16 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
         yield Outcome(job, out, "done", time.perf_counter() - start)
 
 
-def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
-                   save: Callable[[np.ndarray, Path, dict], None], workers: int,
-                   device: str = "cpu", threads: int | None = None) -> Iterator[Outcome]:
-    """``run_batch`` on a local pool of ``workers`` processes (``pool.run_pool``): skipped
-    jobs first, then each job as it finishes; ``save(result, out, recipe)`` writes one."""
-    from .pool import run_pool
+Runner = Callable[[list], Iterator[tuple[int, Any, str, float]]]
 
+
+def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
+                   save: Callable[[np.ndarray, Path, dict], None], runner: Runner
+                   ) -> Iterator[Outcome]:
+    """``run_batch`` on many workers: ``runner`` takes the (job, options) pairs to run and
+    yields (index, result or None, error, seconds) as each finishes (``pool.run_pool``,
+    ``cluster.run_cluster``). Skipped jobs come first, then each job as it finishes;
+    ``save(result, out, recipe)`` writes one."""
     todo = []
     for job, options, out in planned:
         try:
@@ -240,8 +243,7 @@ def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
             todo.append((job, options, out, recipe))
     if not todo:
         return
-    for index, result, error, seconds in run_pool([(j, o) for j, o, _, _ in todo], workers,
-                                                  device, threads):
+    for index, result, error, seconds in runner([(j, o) for j, o, _, _ in todo]):
         job, _, out, recipe = todo[index]
         if result is not None:
             try:

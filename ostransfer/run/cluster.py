@@ -1,0 +1,86 @@
+"""A batch on a Ray cluster: one actor per worker, each holding a ``Stylizer`` (the model
+loaded once per actor, ONNX Runtime's threads = the actor's CPUs; one GPU per actor with
+``device="cuda"``). The driver reads the inputs and sends them as pixel arrays, and gets the
+results back as 8-bit pixel arrays that it writes itself: no shared file system is needed.
+Ray is optional (``pip install 'ostransfer[cluster]'``)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..imaging.io import from_array, load_pil
+from .job import Names, prepare
+from .options import InputError, Options
+from .stylizer import RunFailed, Stylizer
+
+
+def ray_module():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--cluster needs Ray: pip install 'ostransfer[cluster]'") from None
+    return ray
+
+
+class _Worker:
+    """A Ray actor's body: one Stylizer for all its jobs."""
+
+    def __init__(self, device: str, threads: int):
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+        self.device = device
+        self.stylizer = Stylizer(device=device, threads=threads)
+
+    def run(self, index: int, content: np.ndarray, styles: list[np.ndarray], options: Options,
+            names: list[str]) -> tuple[int, np.ndarray | None, str, float]:
+        start = time.perf_counter()
+        try:
+            job = prepare(content, styles, options, device=self.device, names=Names(images=names))
+            pixels = np.asarray(from_array(self.stylizer.run_job(job)))
+            return index, pixels, "", time.perf_counter() - start
+        except (ValueError, RuntimeError, OSError, MemoryError, RunFailed) as exc:
+            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            return index, None, error, time.perf_counter() - start
+
+
+def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int | None = None,
+                device: str = "cpu", cpus: int = 1) -> Iterator[tuple[int, Any, str, float]]:
+    """Run (job, options) pairs on Ray actors; yields (index, result (H, W, 3) uint8 or
+    None, error, seconds) as each finishes. ``address``: "auto" (a running local Ray),
+    "ray://HOST:PORT", or "local" (Ray already initialised by the caller, or a new local
+    one). ``workers``: actors (default: the cluster's CPUs // cpus)."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, log_to_driver=False)
+    gpus = 1 if device == "cuda" else 0
+    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
+    actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
+    actors = [actor.remote(device, cpus) for _ in range(count)]
+    pending, free, queue = {}, list(actors), list(enumerate(tasks))
+    try:
+        while queue or pending:
+            while queue and free:
+                index, (job, options) = queue.pop(0)
+                try:
+                    content = np.asarray(load_pil(job.content))
+                    styles = [np.asarray(load_pil(s)) for s in job.styles]
+                except ValueError as exc:
+                    yield index, None, str(exc), 0.0
+                    continue
+                worker = free.pop()
+                names = [str(job.content), *map(str, job.styles)]
+                pending[worker.run.remote(index, content, styles, options, names)] = worker
+            if not pending:
+                continue
+            done, _ = ray.wait(list(pending), num_returns=1)
+            worker = pending.pop(done[0])
+            free.append(worker)
+            index, pixels, error, seconds = ray.get(done[0])
+            yield index, pixels, error, seconds
+    finally:
+        for a in actors:
+            ray.kill(a)
