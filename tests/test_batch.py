@@ -10,17 +10,11 @@ import pytest
 
 from ostransfer.cli import batch as batch_cli, transfer
 from ostransfer.run import batch as bt
-from ostransfer.run.stylizer import Stylizer
 
-from test_cli import CONTENT, STYLE, invoke
+from test_cli import CONTENT, STYLE, invoke, loaded  # noqa: F401
 
 SHARED = ["--size", "40", "--evaluations", "2"]
 FAST = {"samples": 64, "style_samples": 100, "per_round": 2}
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return Stylizer(device="cpu")
 
 
 @pytest.fixture

@@ -11,25 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ostransfer.cli import transfer
 from ostransfer.files import sha256_file
 from ostransfer.run import recipe as rc
 from ostransfer.run.options import Options
-from ostransfer.run.stylizer import Stylizer
 
-from test_cli import CONTENT, FAST, STYLE, invoke, one_error_line
+from test_cli import CONTENT, FAST, STYLE, invoke, loaded, model, one_error_line  # noqa: F401
 
 ARGS = ["--size", "40", "--evaluations", "2", *FAST]
-
-
-@pytest.fixture(scope="module")
-def loaded(model_dir):
-    return Stylizer(device="cpu")
-
-
-@pytest.fixture
-def model(loaded, monkeypatch):
-    monkeypatch.setattr(transfer, "Stylizer", lambda device: loaded)
 
 
 def test_options_round_trip_through_the_recipe_dictionary():

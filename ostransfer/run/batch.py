@@ -190,6 +190,24 @@ def already_done(out: Path, recipe: dict[str, Any]) -> bool:
         return False
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as the one line a summary shows."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _triage(planned: Sequence[tuple[BatchJob, Options, Path]]) -> Iterator[Any]:
+    """Per job: an Outcome (skipped: done before with the same recipe; failed: an input
+    cannot be read), or (job, options, out, recipe) to run."""
+    for job, options, out in planned:
+        try:
+            recipe = make_recipe(job.content, list(job.styles), options)
+        except OSError as exc:
+            yield Outcome(job, out, "failed", error=f"{exc.filename}: {exc.strerror or exc}")
+            continue
+        yield Outcome(job, out, "skipped") if already_done(out, recipe) \
+            else (job, options, out, recipe)
+
+
 def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
               run_one: Callable[[BatchJob, Options, Path, dict], None],
               on_start: Callable[[int, BatchJob], None] | None = None
@@ -198,15 +216,11 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
     (its output carries the same recipe), done, or failed with its one-line error (a bad
     image, a non-finite loss) while the others go on. ``run_one(job, options, out, recipe)``
     makes and saves one result. A KeyboardInterrupt ends the batch after the finished jobs."""
-    for index, (job, options, out) in enumerate(planned):
-        try:
-            recipe = make_recipe(job.content, list(job.styles), options)
-        except OSError as exc:
-            yield Outcome(job, out, "failed", error=f"{exc.filename}: {exc.strerror or exc}")
+    for index, item in enumerate(_triage(planned)):
+        if isinstance(item, Outcome):
+            yield item
             continue
-        if already_done(out, recipe):
-            yield Outcome(job, out, "skipped")
-            continue
+        job, options, out, recipe = item
         if on_start is not None:
             on_start(index, job)
         start = time.perf_counter()
@@ -214,8 +228,7 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
             run_one(job, options, out, recipe)
         except (ValueError, RuntimeError, OSError, MemoryError) as exc:
             log.info("job %s failed: %s", job.line, exc)
-            yield Outcome(job, out, "failed", time.perf_counter() - start,
-                          str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            yield Outcome(job, out, "failed", time.perf_counter() - start, one_line(exc))
             continue
         yield Outcome(job, out, "done", time.perf_counter() - start)
 
@@ -231,16 +244,11 @@ def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
     ``cluster.run_cluster``). Skipped jobs come first, then each job as it finishes;
     ``save(result, out, recipe)`` writes one."""
     todo = []
-    for job, options, out in planned:
-        try:
-            recipe = make_recipe(job.content, list(job.styles), options)
-        except OSError as exc:
-            yield Outcome(job, out, "failed", error=f"{exc.filename}: {exc.strerror or exc}")
-            continue
-        if already_done(out, recipe):
-            yield Outcome(job, out, "skipped")
+    for item in _triage(planned):
+        if isinstance(item, Outcome):
+            yield item
         else:
-            todo.append((job, options, out, recipe))
+            todo.append(item)
     if not todo:
         return
     for index, result, error, seconds in runner([(j, o) for j, o, _, _ in todo]):

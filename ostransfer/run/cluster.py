@@ -12,6 +12,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..imaging.io import from_array, load_pil
+from .batch import one_line
 from .job import Names, prepare
 from .options import InputError, Options
 from .stylizer import RunFailed, Stylizer
@@ -43,7 +44,7 @@ class _Worker:
             pixels = np.asarray(from_array(self.stylizer.run_job(job)))
             return index, pixels, "", time.perf_counter() - start
         except (ValueError, RuntimeError, OSError, MemoryError, RunFailed) as exc:
-            error = (str(exc).splitlines() or [type(exc).__name__])[0]
+            error = one_line(exc)
             return index, None, error, time.perf_counter() - start
 
 

@@ -11,6 +11,7 @@ import signal
 import time
 from typing import Any, Iterator, Sequence
 
+from .batch import one_line
 from .job import Names, prepare
 from .options import Options
 from .stylizer import RunFailed, Stylizer
@@ -46,7 +47,7 @@ def _run(task: tuple[int, Any, Options, str]) -> Finished:
                            names=Names(images=[str(job.content), *map(str, job.styles)]))
         return index, _STYLIZER.run_job(prepared), "", time.perf_counter() - start
     except (ValueError, RuntimeError, OSError, MemoryError, RunFailed) as exc:
-        error = (str(exc).splitlines() or [type(exc).__name__])[0]
+        error = one_line(exc)
         return index, None, error, time.perf_counter() - start
 
 
