@@ -3,6 +3,7 @@ own job, with a summary at the end (a table, or ``--json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -117,7 +118,10 @@ def batch(
         if problem is not None:
             raise OSError(problem)
 
-    with StopSignals() as signals:
+    # one process: Ctrl-C stops the current job at its next evaluation (StopSignals); with
+    # workers, at once (KeyboardInterrupt here; the workers ignore it and are terminated)
+    many = workers > 1 or cluster is not None
+    with contextlib.nullcontext() if many else StopSignals() as signals:
         if cluster is not None:
             stream = bt.run_batch_pool(planned, save_one, lambda tasks: run_cluster(
                 tasks, cluster, workers if workers > 1 else None, device, threads or 1))
@@ -130,7 +134,7 @@ def batch(
         try:
             for outcome in stream:
                 outcomes.append(outcome)
-                if (workers > 1 or cluster is not None) and not quiet:
+                if many and not quiet:
                     say(f"[{len(outcomes)}/{len(planned)}] {outcome.job.line}: {outcome.status}")
         except (Interrupted, KeyboardInterrupt):
             interrupted = True
