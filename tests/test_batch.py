@@ -73,14 +73,25 @@ def test_bad_job_files_are_one_line(tmp_path):
     assert result.exit_code == 2 and "matches no file" in result.stderr
 
 
-def test_a_pool_of_two_workers_gives_the_same_bytes_as_one_process(tmp_path, model):
+def test_a_pool_of_two_workers_gives_the_same_bytes_as_one_process(tmp_path, model,
+                                                                    monkeypatch):
+    from ostransfer.cli import progress
+
+    heard = []  # the workers' progress reports, as the display in this process hears them
+    real = progress.BatchDisplay.job_progress
+    monkeypatch.setattr(progress.BatchDisplay, "job_progress",
+                        lambda self, *report: (heard.append(report), real(self, *report)))
     jobs = _jobs(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
     assert invoke("batch", jobs, "-o", one, *SHARED, "-q").exit_code == 1
-    result = invoke("batch", jobs, "-o", two, *SHARED, "--workers", "2", "--json", "-q")
+    result = invoke("batch", jobs, "-o", two, *SHARED, "--workers", "2", "--json")
     assert result.exit_code == 1, result.output
     statuses = sorted(j["status"] for j in json.loads(result.stdout)["jobs"])
     assert statuses == ["done", "done", "done", "failed"]
+    # every evaluation of the three good jobs (2 each) was reported, with its share of the job
+    assert len(heard) == 6 and {r[1] for r in heard} == {f"{jobs}:{n}" for n in (1, 2, 3)}
+    assert sorted(r[2] for r in heard) == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0]
+    assert "jobs.jsonl:4: failed" in result.stderr
     names = sorted(p.name for p in one.iterdir())
     assert names == sorted(p.name for p in two.iterdir())
     for name in names:
@@ -121,3 +132,51 @@ def test_cluster_without_ray_is_one_line(tmp_path, monkeypatch):
     jobs = _jobs(tmp_path)
     result = invoke("batch", jobs, "-o", tmp_path / "out", "--cluster", "auto")
     assert result.exit_code == 2 and "pip install 'ostransfer[cluster]'" in result.stderr
+
+
+def test_ctrl_c_stops_the_batch_in_its_job_and_a_rerun_continues(tmp_path, model, monkeypatch):
+    import os
+    import signal
+
+    from ostransfer.cli import progress
+
+    jobs = _jobs(tmp_path)
+    out = tmp_path / "out"
+    shown, calls = progress.ProgressDisplay.__call__, []
+
+    def display(self, p):  # Ctrl-C at the second job's first evaluation (2 per job)
+        shown(self, p)
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(progress.ProgressDisplay, "__call__", display)
+    stopped = invoke("batch", jobs, "-o", out, *SHARED, "--json")
+    assert stopped.exit_code == 130, stopped.output
+    summary = json.loads(stopped.stdout)
+    assert summary["interrupted"] and [j["status"] for j in summary["jobs"]] == ["done"]
+    assert "run the same command again to continue" in stopped.stderr
+    assert [p.name for p in out.iterdir()] == [summary["jobs"][0]["output"].split("/")[-1]]
+    monkeypatch.setattr(progress.ProgressDisplay, "__call__", shown)
+    again = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    assert [j["status"] for j in json.loads(again.stdout)["jobs"]] == \
+        ["skipped", "done", "done", "failed"]
+    assert len(list(out.iterdir())) == 3
+
+
+def test_the_batch_display_has_a_bar_over_the_jobs_and_one_per_running_job():
+    import io
+
+    from rich.console import Console
+
+    from ostransfer.cli.progress import BatchDisplay
+
+    board = BatchDisplay(3, Console(file=io.StringIO(), force_terminal=True))
+    board.job_progress(0, "a", 0.25, "scale 1/2 64px, 3/12 evals")
+    board.job_progress(1, "b", 0.5, "scale 2/2 80px, 1/2 evals")
+    board.job_done("a", "done")
+    board.job_progress(0, "a", 0.3, "late")  # a report that arrives after the result
+    board.job_done("c", "skipped")
+    tasks = {t.description.strip(): t for t in board.bar.tasks}
+    assert sorted(tasks) == ["b", "jobs"]
+    assert tasks["b"].completed == 0.5 and tasks["jobs"].completed == 2
+    assert tasks["jobs"].fields["note"] == "2/3 (1 done, 1 skipped)"

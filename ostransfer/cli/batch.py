@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.table import Table
@@ -19,7 +19,7 @@ from ..run.pool import run_pool
 from ..run.stylizer import Interrupted, RunFailed, Stylizer
 from .common import DEVICE_HELP, StopSignals, UsageError, clear_errors, err, parse_budgets, say
 from .outputs import save_result
-from .progress import ProgressDisplay
+from .progress import BatchDisplay, ProgressDisplay
 
 app = typer.Typer()
 
@@ -98,7 +98,14 @@ def batch(
             device = resolve_device(device)
     stylizer: list[Stylizer] = []  # loaded when the first job runs
 
+    def save_one(result, out: Path, recipe: dict) -> None:
+        """Write one result with its recipe (temp file, then rename); OSError if it fails."""
+        _, problem = save_result(result, out, True, recipe)
+        if problem is not None:
+            raise OSError(problem)
+
     def run_one(job: bt.BatchJob, options, out: Path, recipe: dict) -> None:
+        """Run one job in this process with its progress display, and save its result."""
         prepared = prepare(job.content, list(job.styles), options, device=device,
                            names=Names(images=[str(job.content), *map(str, job.styles)]))
         if not stylizer:
@@ -111,31 +118,34 @@ def batch(
             raise RuntimeError(str(exc)) from None
         save_one(result, out, recipe)
 
+    def pooled(tasks: list) -> Iterator[tuple[int, Any, str, float]]:
+        """The jobs to run on the Ray cluster or the local worker processes."""
+        if cluster is not None:
+            return run_cluster(tasks, cluster, workers if workers > 1 else None, device,
+                               threads or 1)
+        return run_pool(tasks, workers, device, threads,
+                        listener=None if quiet else board.job_progress)
+
+    def announce(index: int, job: bt.BatchJob) -> None:
+        say(f"[{index + 1}/{len(planned)}] {job.line}")
+
     outcomes: list[bt.Outcome] = []
     interrupted = False
-    def save_one(result, out: Path, recipe: dict) -> None:
-        written, problem = save_result(result, out, True, recipe)
-        if problem is not None:
-            raise OSError(problem)
-
     # one process: Ctrl-C stops the current job at its next evaluation (StopSignals); with
     # workers, at once (KeyboardInterrupt here; the workers ignore it and are terminated)
     many = workers > 1 or cluster is not None
-    with contextlib.nullcontext() if many else StopSignals() as signals:
-        if cluster is not None:
-            stream = bt.run_batch_pool(planned, save_one, lambda tasks: run_cluster(
-                tasks, cluster, workers if workers > 1 else None, device, threads or 1))
-        elif workers > 1:
-            stream = bt.run_batch_pool(planned, save_one, lambda tasks: run_pool(
-                tasks, workers, device, threads))
-        else:
-            stream = bt.run_batch(planned, run_one, None if quiet else
-                                  lambda i, job: say(f"[{i + 1}/{len(planned)}] {job.line}"))
+    board = BatchDisplay(len(planned), err, enabled=many and not quiet)
+    with contextlib.nullcontext() if many else StopSignals() as signals, board.bar:
+        stream = bt.run_batch_pool(planned, save_one, pooled) if many else \
+            bt.run_batch(planned, run_one, None if quiet else announce)
         try:
             for outcome in stream:
                 outcomes.append(outcome)
-                if many and not quiet:
-                    say(f"[{len(outcomes)}/{len(planned)}] {outcome.job.line}: {outcome.status}")
+                if many:
+                    board.job_done(outcome.job.line, outcome.status)
+                    if not quiet:
+                        say(f"[{len(outcomes)}/{len(planned)}] {outcome.job.line}: "
+                            f"{outcome.status}")
         except (Interrupted, KeyboardInterrupt):
             interrupted = True
             stream.close()

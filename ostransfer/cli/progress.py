@@ -1,13 +1,16 @@
-"""The progress display of a run: one rich bar over all scales, weighted by their cost."""
+"""The progress displays: one rich bar over a run's scales, weighted by their cost; for a
+batch on many workers, a bar over the jobs and one per running job."""
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, Progress as RichProgress, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 
-from ..run.plan import Scale
+from ..run.plan import Scale, work_done
 from ..run.stylizer import Progress
 
 
@@ -15,23 +18,55 @@ class ProgressDisplay:
     """A rich progress bar over the whole run, weighted by the cost of each scale."""
 
     def __init__(self, plan: Sequence[Scale], console: Console, enabled: bool = True):
-        sides, budgets = [s.side for s in plan], [s.budget for s in plan]
-        # one evaluation costs roughly a constant (the losses) plus VGG work per pixel
-        self.cost = [1.0 + (side / 180.0) ** 2 for side in sides]
-        self.done_before = [sum(b * c for b, c in zip(budgets[:i], self.cost[:i]))
-                            for i in range(len(sides))]
-        total = sum(b * c for b, c in zip(budgets, self.cost))
+        self.plan = plan
         self.bar = RichProgress(
             TextColumn("{task.fields[scale]}"), BarColumn(), TextColumn("{task.fields[evals]}"),
             TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TextColumn("left"),
             TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
         )
-        self.task = self.bar.add_task("stylize", total=total, scale="", evals="", terms="")
+        self.task = self.bar.add_task("stylize", total=1.0, scale="", evals="", terms="")
 
     def __call__(self, p: Progress) -> None:
         terms = " ".join(f"{name[:4]} {value:.3g}" for name, value in p.terms.items())
         self.bar.update(
-            self.task, completed=self.done_before[p.scale] + p.evaluation * self.cost[p.scale],
+            self.task, completed=work_done(self.plan, p.scale, p.evaluation),
             scale=f"scale {p.scale + 1}/{p.scales} {p.side}px",
             evals=f"{p.evaluation}/{p.budget} evals", terms=f"loss {p.loss:.4g} ({terms})",
         )
+
+
+class BatchDisplay:
+    """The progress of a batch on many workers: a bar over the jobs, and one bar for each
+    job a worker is running (its share of the work, from the workers' reports)."""
+
+    def __init__(self, jobs: int, console: Console, enabled: bool = True):
+        self.bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(), console=console, disable=not enabled, transient=False,
+        )
+        self.jobs = jobs
+        self.counts: dict[str, int] = {}
+        self.task = self.bar.add_task("jobs", total=jobs, note=f"0/{jobs}")
+        self.running: dict[str, TaskID] = {}
+        self.finished: set[str] = set()
+        self.lock = threading.Lock()  # reports come from the pool's relay thread
+
+    def job_progress(self, index: int, label: str, share: float, where: str) -> None:
+        """A worker's report: job ``label`` has done ``share`` of its work."""
+        with self.lock:
+            if label in self.finished:
+                return
+            if label not in self.running:
+                self.running[label] = self.bar.add_task(f"  {label}", total=1.0, note="")
+            self.bar.update(self.running[label], completed=share, note=where)
+
+    def job_done(self, label: str, status: str) -> None:
+        """Job ``label`` is done, skipped or failed."""
+        with self.lock:
+            self.finished.add(label)
+            if label in self.running:
+                self.bar.remove_task(self.running.pop(label))
+            self.counts[status] = self.counts.get(status, 0) + 1
+            done = sum(self.counts.values())
+            note = ", ".join(f"{n} {s}" for s, n in self.counts.items())
+            self.bar.update(self.task, completed=done, note=f"{done}/{self.jobs} ({note})")

@@ -4,7 +4,7 @@ where the result goes, show progress and save; the run layer loads, checks and p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import typer
@@ -235,27 +235,24 @@ def stylize(
             if content is not None or style:
                 raise UsageError("--recipe takes the inputs from the recipe; give no CONTENT "
                                  "or STYLE with it")
-            made = read_recipe(recipe)
-            if made is None:
+            given = read_recipe(recipe)
+            if given is None:
                 raise UsageError(f"--recipe {recipe}: carries no ostransfer recipe")
-            content, style, guide_pair = recipe_inputs(made, f"--recipe {recipe}")
+            content, style, guide_pair = recipe_inputs(given, f"--recipe {recipe}")
             content_guide, style_guide = guide_pair or (None, None)
         elif content is None or not style:
             raise UsageError("give CONTENT and STYLE (or --recipe RESULT)")
         guides = [g for g in (content_guide, style_guide) if g is not None]
         out = output_path(output)
         check_output(out, [content, *style, *guides], overwrite)
-        chosen = dict(content_weight=content_weight, evaluations=parse_budgets(evaluations),
-                      learning_rate=learning_rate, pyramid_levels=pyramid_levels)
-        if thorough:
-            chosen = {key: thorough_options(preset).get(key) if value is None else value
-                      for key, value in chosen.items()}
-        chosen = {key: value for key, value in chosen.items() if value is not None}
-        options = recipe_options(made) if recipe is not None else Options(
+        options = recipe_options(given) if recipe is not None else Options(
             size=size, preset=preset, palette_weight=palette_weight, optimizer=optimizer,
             per_round=per_round, samples=samples, style_samples=style_samples, init=init,
             seed=seed, style_weights=_style_weights(style_weight, len(style)),
-            preserve_color=_color(preserve_color, color_method), **chosen)
+            preserve_color=_color(preserve_color, color_method),
+            **_schedule(preset, thorough, content_weight=content_weight,
+                        evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
+                        pyramid_levels=pyramid_levels))
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
@@ -263,6 +260,13 @@ def stylize(
         made = make_recipe(content, list(style), job.options,
                            (content_guide, style_guide) if guides else None)
         run_job(device, job, out, quiet, resume, overwrite, made)
+
+
+def _schedule(preset: str, thorough: bool, **given: Any) -> dict[str, Any]:
+    """The schedule options given on the command line (None: not given); with --thorough,
+    the reference schedule's values for those not given."""
+    chosen = {key: value for key, value in given.items() if value is not None}
+    return {**thorough_options(preset), **chosen} if thorough else chosen
 
 
 @app.command()

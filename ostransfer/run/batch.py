@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 OPTION_NAMES = {f.name for f in dataclasses.fields(Options)}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_SHORT = {"content_weight": "a", "size": "s", "seed": "seed", "preset": "p",
+_SHORT = {"content_weight": "a", "size": "s", "preset": "p",
           "learning_rate": "lr", "evaluations": "ev", "optimizer": "opt",
           "palette_weight": "pw", "pyramid_levels": "lv", "style_weights": "sw"}
 
@@ -48,11 +48,12 @@ class BatchJob:
     line: str = ""  # where it came from, for messages ("jobs.csv:3")
 
     def options(self, shared: dict[str, Any]) -> Options:
+        """The job's options: the batch's ``shared`` ones with its own on top; InputError
+        (one line, naming the job's line) if they are not usable."""
         try:
-            return options_from_dict({**shared, **self.overrides})
+            return options_from_dict({**shared, **self.overrides}, what="the job")
         except RecipeError as exc:
-            raise InputError(f"{self.line}: {exc}".replace("the recipe's options", "options")
-                             .replace("the recipe has", "the job has")) from None
+            raise InputError(f"{self.line}: {exc}") from None
 
 
 @dataclass
@@ -99,9 +100,13 @@ def _job(row: dict[str, Any], base: Path, line: str) -> BatchJob:
     if unknown:
         raise InputError(f"{line}: unknown column {unknown[0]!r} (a job has content, style or "
                          f"styles, and stylize options such as content_weight or seed)")
-    resolve = lambda p: (base / str(p).strip()) if not Path(str(p).strip()).is_absolute() \
-        else Path(str(p).strip())  # noqa: E731
-    return BatchJob(resolve(content), tuple(resolve(s) for s in styles), row, line)
+    return BatchJob(_resolve(content, base), tuple(_resolve(s, base) for s in styles), row, line)
+
+
+def _resolve(path: Any, base: Path) -> Path:
+    """A job's image path: as given when absolute, else relative to the jobs file's folder."""
+    path = Path(str(path).strip())
+    return path if path.is_absolute() else base / path
 
 
 def read_jobs(path: Path) -> list[BatchJob]:
@@ -197,10 +202,11 @@ def one_line(exc: BaseException) -> str:
 
 def _triage(planned: Sequence[tuple[BatchJob, Options, Path]]) -> Iterator[Any]:
     """Per job: an Outcome (skipped: done before with the same recipe; failed: an input
-    cannot be read), or (job, options, out, recipe) to run."""
+    cannot be read), or (job, options, out, recipe) to run. Each input file is hashed once."""
+    digests: dict[str, str] = {}
     for job, options, out in planned:
         try:
-            recipe = make_recipe(job.content, list(job.styles), options)
+            recipe = make_recipe(job.content, list(job.styles), options, digests=digests)
         except OSError as exc:
             yield Outcome(job, out, "failed", error=f"{exc.filename}: {exc.strerror or exc}")
             continue

@@ -6,16 +6,14 @@ Ray is optional (``pip install 'ostransfer[cluster]'``)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..imaging.io import from_array, load_pil
-from .batch import one_line
-from .job import Names, prepare
 from .options import InputError, Options
-from .stylizer import RunFailed, Stylizer
+from .stylizer import Stylizer
+from .worker import run_one_job
 
 
 def ray_module():
@@ -38,14 +36,10 @@ class _Worker:
 
     def run(self, index: int, content: np.ndarray, styles: list[np.ndarray], options: Options,
             names: list[str]) -> tuple[int, np.ndarray | None, str, float]:
-        start = time.perf_counter()
-        try:
-            job = prepare(content, styles, options, device=self.device, names=Names(images=names))
-            pixels = np.asarray(from_array(self.stylizer.run_job(job)))
-            return index, pixels, "", time.perf_counter() - start
-        except (ValueError, RuntimeError, OSError, MemoryError, RunFailed) as exc:
-            error = one_line(exc)
-            return index, None, error, time.perf_counter() - start
+        result, error, seconds = run_one_job(self.stylizer, content, styles, options,
+                                             self.device, names)
+        pixels = None if result is None else np.asarray(from_array(result))
+        return index, pixels, error, seconds
 
 
 def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int | None = None,

@@ -35,6 +35,16 @@ class Scale:
     style_sizes: tuple[tuple[int, int], ...] = ()  # every style image's (style_size: the first)
 
 
+def work_done(plan: Sequence[Scale], scale: int, evaluation: int) -> float:
+    """The share (0 to 1) of a run's work done after ``evaluation`` evaluations of scale
+    ``scale``: one evaluation costs roughly a constant (the losses) plus VGG16 work per
+    pixel, so the scales are weighted by 1 + (side / 180 px)^2 per evaluation."""
+    cost = [1.0 + (s.side / 180.0) ** 2 for s in plan]
+    total = sum(s.budget * c for s, c in zip(plan, cost))
+    before = sum(s.budget * c for s, c in zip(plan[:scale], cost[:scale]))
+    return (before + evaluation * cost[scale]) / total
+
+
 def _fit_short_side(size: tuple[int, int], side: int) -> tuple[int, int]:
     """scaled_size(size, side), with the long side raised as little as needed to give the
     short side at least MIN_SIDE px."""

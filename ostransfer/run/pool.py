@@ -1,22 +1,28 @@
 """A local pool of worker processes for a batch: each loads the model once and runs with an
 explicit thread count (ONNX Runtime's intra-op threads and the BLAS threads), so that
 workers x threads = the cores; left to themselves, every process would start a thread per
-core. Results come back as arrays and the caller writes them."""
+core. Results come back as arrays and the caller writes them; the workers' progress comes
+back through a queue that a thread of the caller's process reads."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue as queues
 import signal
-import time
-from typing import Any, Iterator, Sequence
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
-from .batch import one_line
-from .job import Names, prepare
 from .options import Options
-from .stylizer import RunFailed, Stylizer
+from .stylizer import Stylizer
+from .worker import run_one_job
 
 _STYLIZER: Stylizer | None = None
+_REPORTS: Any = None  # the queue of the workers' progress reports, or None
+
+# what the caller hears of a job's progress: (index, job's label, share of its work done,
+# where it is: "scale 2/4 128px, 30/74 evals")
+Listener = Callable[[int, str, float, str], None]
 
 
 def split_cores(workers: int, cores: int | None = None) -> int:
@@ -25,10 +31,11 @@ def split_cores(workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, workers))
 
 
-def _start(device: str, threads: int) -> None:
+def _start(device: str, threads: int, reports: Any) -> None:
     """A worker's start: Ctrl-C is the parent's to handle; the model loaded once."""
-    global _STYLIZER
+    global _STYLIZER, _REPORTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _REPORTS = reports
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
@@ -41,24 +48,42 @@ Finished = tuple[int, Any, str, float]  # index, result (H, W, 3) or None, error
 def _run(task: tuple[int, Any, Options, str]) -> Finished:
     """(index, result or None, one-line error, seconds) of one job."""
     index, job, options, device = task
-    start = time.perf_counter()
-    try:
-        prepared = prepare(job.content, list(job.styles), options, device=device,
-                           names=Names(images=[str(job.content), *map(str, job.styles)]))
-        return index, _STYLIZER.run_job(prepared), "", time.perf_counter() - start
-    except (ValueError, RuntimeError, OSError, MemoryError, RunFailed) as exc:
-        error = one_line(exc)
-        return index, None, error, time.perf_counter() - start
+    names = [str(job.content), *map(str, job.styles)]
+    label = getattr(job, "line", "") or names[0]
+
+    def report(share: float, p) -> None:
+        _REPORTS.put((index, label, share, f"scale {p.scale + 1}/{p.scales} {p.side}px, "
+                                           f"{p.evaluation}/{p.budget} evals"))
+    return index, *run_one_job(_STYLIZER, job.content, job.styles, options, device, names,
+                               report if _REPORTS is not None else None)
+
+
+def _relay(reports: Any, listener: Listener, stop: threading.Event) -> None:
+    """Pass the workers' progress reports to ``listener`` until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            item = reports.get(timeout=0.2)
+        except (queues.Empty, OSError, EOFError, ValueError):
+            continue
+        listener(*item)
 
 
 def run_pool(tasks: Sequence[tuple[Any, Options]], workers: int, device: str = "cpu",
-             threads: int | None = None) -> Iterator[Finished]:
+             threads: int | None = None, listener: Listener | None = None
+             ) -> Iterator[Finished]:
     """Run (job, options) pairs on ``workers`` processes; yields (index into tasks, result
-    (H, W, 3) float32 or None, error, seconds) as each finishes. Closing the iterator (or a Ctrl-C in
-    the caller) terminates the workers."""
+    (H, W, 3) float32 or None, error, seconds) as each finishes. ``listener`` hears of every
+    evaluation of every job, in a thread of this process. Closing the iterator (or a Ctrl-C
+    in the caller) terminates the workers."""
     threads = threads or split_cores(workers)
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(workers, _start, (device, threads))
+    reports = context.Queue() if listener is not None else None
+    stop = threading.Event()
+    relay = threading.Thread(target=_relay, args=(reports, listener, stop), daemon=True) \
+        if reports is not None else None
+    pool = context.Pool(workers, _start, (device, threads, reports))
+    if relay is not None:
+        relay.start()
     try:
         yield from pool.imap_unordered(
             _run, [(i, job, options, device) for i, (job, options) in enumerate(tasks)])
@@ -66,3 +91,8 @@ def run_pool(tasks: Sequence[tuple[Any, Options]], workers: int, device: str = "
     finally:
         pool.terminate()
         pool.join()
+        stop.set()
+        if relay is not None:
+            relay.join()
+            reports.cancel_join_thread()
+            reports.close()

@@ -60,13 +60,13 @@ def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     return opts
 
 
-def options_from_dict(values: dict[str, Any]) -> Options:
+def options_from_dict(values: dict[str, Any], what: str = "the recipe") -> Options:
     """Options from ``options_dict``'s output (missing keys: the defaults); RecipeError for a
-    key this version does not know."""
+    key this version does not know or a value it cannot use, naming ``what`` holds them."""
     known = {f.name for f in dataclasses.fields(Options)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise RecipeError(f"the recipe has an option this version does not know: {unknown[0]!r} "
+        raise RecipeError(f"{what} has an option this version does not know: {unknown[0]!r} "
                           f"(made by ostransfer {values.get('version', 'of another version')}?)")
     values = dict(values)
     if isinstance(values.get("evaluations"), list):
@@ -76,20 +76,28 @@ def options_from_dict(values: dict[str, Any]) -> Options:
     try:
         return Options(**values).validated()
     except ValueError as exc:
-        raise RecipeError(f"the recipe's options are not usable: {exc}") from None
-
-
-def _input(path: str | os.PathLike) -> dict[str, str]:
-    return {"path": str(Path(path).absolute()), "sha256": sha256_file(path)}
+        raise RecipeError(f"{what}'s options are not usable: {exc}") from None
 
 
 def make_recipe(content: str | os.PathLike, styles: Sequence[str | os.PathLike],
-                options: Options, guides: tuple[str | os.PathLike, str | os.PathLike] | None = None
-                ) -> dict[str, Any]:
-    """The recipe of a run on these input files with these options."""
-    inputs: dict[str, Any] = {"content": _input(content), "styles": [_input(s) for s in styles]}
+                options: Options, guides: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+                digests: dict[str, str] | None = None) -> dict[str, Any]:
+    """The recipe of a run on these input files with these options. ``digests``, when given,
+    is read and filled (SHA-256 by absolute path, size and modification time), so that a
+    batch hashes each file once while a file changed in between is hashed again."""
+    digests = {} if digests is None else digests
+
+    def entry(path: str | os.PathLike) -> dict[str, str]:
+        where = str(Path(path).absolute())
+        stat = os.stat(path)
+        key = f"{where}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in digests:
+            digests[key] = sha256_file(path)
+        return {"path": where, "sha256": digests[key]}
+
+    inputs: dict[str, Any] = {"content": entry(content), "styles": [entry(s) for s in styles]}
     if guides is not None:
-        inputs["content_guide"], inputs["style_guide"] = (_input(g) for g in guides)
+        inputs["content_guide"], inputs["style_guide"] = (entry(g) for g in guides)
     return {"format": FORMAT, "ostransfer": __version__,
             "options": options_dict(options, len(styles)), "inputs": inputs}
 
