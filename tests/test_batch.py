@@ -14,6 +14,7 @@ from ostransfer.run import batch as bt
 from test_cli import CONTENT, STYLE, invoke, loaded  # noqa: F401
 
 SHARED = ["--size", "40", "--evaluations", "2"]
+ONE = ["--workers", "1"]  # in this process (the default, said here for clarity)
 FAST = {"samples": 64, "style_samples": 100, "per_round": 2}
 
 
@@ -39,7 +40,7 @@ def _jobs(tmp_path):
 def test_batch_matches_single_runs_skips_on_rerun_and_isolates_a_failure(tmp_path, model):
     jobs = _jobs(tmp_path)
     out = tmp_path / "out"
-    first = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    first = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json", "-q")
     assert first.exit_code == 1, first.output  # one job failed
     summary = json.loads(first.stdout)
     assert [j["status"] for j in summary["jobs"]] == ["done", "done", "done", "failed"]
@@ -53,7 +54,7 @@ def test_batch_matches_single_runs_skips_on_rerun_and_isolates_a_failure(tmp_pat
                   "--samples", "64", "--style-samples", "100", "--per-round", "2", "-q",
                   "-o", alone).exit_code == 0
     assert alone.read_bytes() == (out / summary["jobs"][0]["output"].split("/")[-1]).read_bytes()
-    again = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    again = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json", "-q")
     assert [j["status"] for j in json.loads(again.stdout)["jobs"]] == \
         ["skipped", "skipped", "skipped", "failed"]
 
@@ -83,7 +84,7 @@ def test_a_pool_of_two_workers_gives_the_same_bytes_as_one_process(tmp_path, mod
                         lambda self, *report: (heard.append(report), real(self, *report)))
     jobs = _jobs(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
-    assert invoke("batch", jobs, "-o", one, *SHARED, "-q").exit_code == 1
+    assert invoke("batch", jobs, "-o", one, *SHARED, *ONE, "-q").exit_code == 1
     result = invoke("batch", jobs, "-o", two, *SHARED, "--workers", "2", "--json")
     assert result.exit_code == 1, result.output
     statuses = sorted(j["status"] for j in json.loads(result.stdout)["jobs"])
@@ -102,7 +103,7 @@ def test_the_same_jobs_on_a_local_ray_give_the_same_bytes(tmp_path, model):
     ray = pytest.importorskip("ray")  # in the test extra: skipped only outside CI
     jobs = _jobs(tmp_path)
     local, cluster = tmp_path / "local", tmp_path / "cluster"
-    assert invoke("batch", jobs, "-o", local, *SHARED, "-q").exit_code == 1
+    assert invoke("batch", jobs, "-o", local, *SHARED, *ONE, "-q").exit_code == 1
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = invoke("batch", jobs, "-o", cluster, *SHARED, "--cluster", "local",
@@ -150,14 +151,14 @@ def test_ctrl_c_stops_the_batch_in_its_job_and_a_rerun_continues(tmp_path, model
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(progress.ProgressDisplay, "__call__", display)
-    stopped = invoke("batch", jobs, "-o", out, *SHARED, "--json")
+    stopped = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json")
     assert stopped.exit_code == 130, stopped.output
     summary = json.loads(stopped.stdout)
     assert summary["interrupted"] and [j["status"] for j in summary["jobs"]] == ["done"]
     assert "run the same command again to continue" in stopped.stderr
     assert [p.name for p in out.iterdir()] == [summary["jobs"][0]["output"].split("/")[-1]]
     monkeypatch.setattr(progress.ProgressDisplay, "__call__", shown)
-    again = invoke("batch", jobs, "-o", out, *SHARED, "--json", "-q")
+    again = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json", "-q")
     assert [j["status"] for j in json.loads(again.stdout)["jobs"]] == \
         ["skipped", "done", "done", "failed"]
     assert len(list(out.iterdir())) == 3
@@ -180,3 +181,69 @@ def test_the_batch_display_has_a_bar_over_the_jobs_and_one_per_running_job():
     assert sorted(tasks) == ["b", "jobs"]
     assert tasks["b"].completed == 0.5 and tasks["jobs"].completed == 2
     assert tasks["jobs"].fields["note"] == "2/3 (1 done, 1 skipped)"
+
+
+def test_the_python_api_runs_the_same_jobs_to_the_same_bytes(tmp_path, model, loaded,
+                                                             monkeypatch):
+    import ostransfer
+    from ostransfer.run import batch_api
+
+    monkeypatch.setattr(batch_api, "Stylizer", lambda device, threads=None: loaded)
+    jobs = _jobs(tmp_path)
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    assert invoke("batch", jobs, "-o", cli_out, *SHARED, *ONE, "-q").exit_code == 1
+    outcomes = list(ostransfer.batch(jobs, api_out, workers=1, size=40, evaluations=2))
+    assert [o.status for o in outcomes] == ["done", "done", "done", "failed"]
+    assert "broken.jpg" in outcomes[3].error
+    for outcome in outcomes[:3]:
+        assert outcome.output.read_bytes() == (cli_out / outcome.output.name).read_bytes()
+    # jobs as dicts, relative to the current folder; a rerun skips what is done
+    monkeypatch.chdir(tmp_path)
+    rows = [{"content": "cat.jpg", "style": "night.jpg", **FAST}]
+    assert [o.status for o in ostransfer.batch(rows, api_out, workers=1, size=40,
+                                                   evaluations=2)] == \
+        ["skipped"]
+    with pytest.raises(ValueError, match="an option this version does not know: .sharpness.$"):
+        list(ostransfer.batch(rows, api_out, sharpness=1))
+
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads /proc")
+def test_sigterm_with_workers_ends_the_workers_too(tmp_path, model_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    jobs = _jobs(tmp_path)
+    batch = subprocess.Popen([sys.executable, "-m", "ostransfer", "batch", str(jobs), "-o",
+                              str(tmp_path / "out"), "--size", "40", "--evaluations", "500",
+                              "--workers", "2", "-q"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(_children(batch.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _children(batch.pid)
+    assert len(workers) >= 2, "the workers did not start"
+    time.sleep(3)  # the workers load the model and start their jobs
+    batch.send_signal(signal.SIGTERM)
+    assert batch.wait(timeout=60) == 130
+    time.sleep(1)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}") and
+             open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert alive == []

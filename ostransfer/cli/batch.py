@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -47,6 +48,19 @@ def _summary(outcomes: list[bt.Outcome]) -> None:
     say(", ".join(f"{n} {status}" for status, n in counts.items()))
 
 
+@contextlib.contextmanager
+def _terminating() -> Iterator[None]:
+    """SIGTERM as Ctrl-C while workers run, so that they are terminated with this process
+    instead of left running."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command(no_args_is_help=True)
 def batch(
     jobs_file: Optional[Path] = typer.Argument(
@@ -66,7 +80,8 @@ def batch(
     image_format: str = typer.Option("png", "--format", help="png, jpg or webp (jpg and webp "
                                                              "keep the recipe in a sidecar)"),
     as_json: bool = typer.Option(False, "--json", help="the summary as JSON on stdout"),
-    workers: int = typer.Option(1, min=1, help="worker processes (each loads the model once)"),
+    workers: int = typer.Option(1, min=1, help="worker processes, each loading the model once "
+                                               "(1: this process, with every core)"),
     threads: Optional[int] = typer.Option(None, min=1, help="threads per worker (default: the "
                                                             "cores shared out)"),
     cluster: Optional[str] = typer.Option(
@@ -135,7 +150,7 @@ def batch(
     # workers, at once (KeyboardInterrupt here; the workers ignore it and are terminated)
     many = workers > 1 or cluster is not None
     board = BatchDisplay(len(planned), err, enabled=many and not quiet)
-    with contextlib.nullcontext() if many else StopSignals() as signals, board.bar:
+    with _terminating() if many else StopSignals() as signals, board.bar:
         stream = bt.run_batch_pool(planned, save_one, pooled) if many else \
             bt.run_batch(planned, run_one, None if quiet else announce)
         try:

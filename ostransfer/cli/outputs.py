@@ -20,11 +20,10 @@ from ..files import (
     name_limit,
     partial_path,
     remove_stale_partials,
-    write_atomic,
 )
 from ..imaging.io import SAVE_FORMATS, SaveError, format_supported, save
 from ..run import checkpoint as ckpt
-from ..run.recipe import RECIPE_KEY, carries_text, recipe_text, sidecar_path
+from ..run.recipe import RECIPE_KEY, recipe_text, sidecar_path, write_sidecar
 from .common import UsageError
 
 Saved = tuple[Path | None, str | None]  # (where the image went or None, the problem or None)
@@ -165,12 +164,12 @@ def save_result(image: np.ndarray, out: Path, overwrite: bool,
         written = _rescue(image, out, tagged(out, "new"), text)
     except SaveError as exc:
         written, problem = _rescue(image, out, None, text), str(exc)
-    if written is not None and text is not None and not carries_text(written):
-        sidecar = sidecar_path(written)
+    if written is not None and recipe is not None:
         try:
-            write_atomic(sidecar, text[RECIPE_KEY].encode("utf-8"))
+            write_sidecar(written, recipe)
         except OSError as exc:
-            problem = problem or f"{sidecar}: the recipe could not be written ({exc.strerror or exc})"
+            problem = problem or (f"{sidecar_path(written)}: the recipe could not be written "
+                                  f"({exc.strerror or exc})")
     return written, problem
 
 

@@ -87,7 +87,8 @@ def _value(text: str) -> Any:
     return text
 
 
-def _job(row: dict[str, Any], base: Path, line: str) -> BatchJob:
+def job_from_row(row: dict[str, Any], base: Path, line: str) -> BatchJob:
+    """A job from one row (a CSV row or a JSON object); relative paths from ``base``."""
     row = {str(k).strip().replace("-", "_"): v for k, v in row.items()
            if k is not None and v not in (None, "")}
     content = row.pop("content", None)
@@ -130,13 +131,13 @@ def read_jobs(path: Path) -> list[BatchJob]:
                 raise InputError(f"{path}:{number}: not a JSON object") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{number}: not a JSON object")
-            jobs.append(_job(row, base, f"{path}:{number}"))
+            jobs.append(job_from_row(row, base, f"{path}:{number}"))
     else:
         reader = csv.DictReader(text.splitlines())
         for number, row in enumerate(reader, 2):
             cells = {k: _value(v) if isinstance(v, str) and k not in ("content", "style", "styles")
                      else v for k, v in row.items()}
-            jobs.append(_job(cells, base, f"{path}:{number}"))
+            jobs.append(job_from_row(cells, base, f"{path}:{number}"))
     if not jobs:
         raise InputError(f"{path}: no jobs in it")
     return jobs

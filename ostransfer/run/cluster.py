@@ -12,6 +12,7 @@ import numpy as np
 
 from ..imaging.io import from_array, load_pil
 from .options import InputError, Options
+from .pool import same_numerics
 from .stylizer import Stylizer
 from .worker import run_one_job
 
@@ -28,9 +29,7 @@ class _Worker:
     """A Ray actor's body: one Stylizer for all its jobs."""
 
     def __init__(self, device: str, threads: int):
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
+        same_numerics()  # Ray sets OMP_NUM_THREADS to the actor's CPUs, which OpenBLAS reads
         self.device = device
         self.stylizer = Stylizer(device=device, threads=threads)
 

@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .._version import __version__
-from ..files import sha256_file
+from ..files import sha256_file, write_atomic
+from ..imaging.io import save
 from ..method.schedule import scale_sides
 from .options import InputError, Options
 
@@ -66,8 +67,10 @@ def options_from_dict(values: dict[str, Any], what: str = "the recipe") -> Optio
     known = {f.name for f in dataclasses.fields(Options)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise RecipeError(f"{what} has an option this version does not know: {unknown[0]!r} "
-                          f"(made by ostransfer {values.get('version', 'of another version')}?)")
+        hint = f" (made by ostransfer {values.get('version', 'of another version')}?)" \
+            if what == "the recipe" else ""
+        raise RecipeError(f"{what} has an option this version does not know: "
+                          f"{unknown[0]!r}{hint}")
     values = dict(values)
     if isinstance(values.get("evaluations"), list):
         values["evaluations"] = tuple(values["evaluations"])
@@ -116,6 +119,21 @@ def sidecar_path(result: str | os.PathLike) -> Path:
 def carries_text(result: str | os.PathLike) -> bool:
     """Whether the result's format holds the recipe in the file (PNG) or in a sidecar."""
     return Path(result).suffix.lower() == ".png"
+
+
+def save_with_recipe(image: np.ndarray, out: str | os.PathLike, recipe: dict[str, Any]) -> Path:
+    """Write ``image`` (H, W, 3) float in [0, 1] atomically at ``out`` (replacing what is
+    there) carrying ``recipe``; SaveError or OSError if it cannot be written."""
+    text = {RECIPE_KEY: recipe_text(recipe)}
+    written = save(image, out, replace=True, text=text)
+    write_sidecar(written, recipe)
+    return written
+
+
+def write_sidecar(result: str | os.PathLike, recipe: dict[str, Any]) -> None:
+    """The sidecar recipe of a result whose format has no text chunks (nothing for PNG)."""
+    if not carries_text(result):
+        write_atomic(sidecar_path(result), recipe_text(recipe).encode("utf-8"))
 
 
 def read_recipe(result: str | os.PathLike) -> dict[str, Any] | None:
