@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from ostransfer.cli import batch as batch_cli, transfer
-from ostransfer.run import batch as bt
+from ostransfer.cli import transfer
+from ostransfer.run import batch as bt, batch_api
 
 from test_cli import CONTENT, STYLE, invoke, loaded  # noqa: F401
 
@@ -21,7 +21,7 @@ FAST = {"samples": 64, "style_samples": 100, "per_round": 2}
 @pytest.fixture
 def model(loaded, monkeypatch):
     monkeypatch.setattr(transfer, "Stylizer", lambda device, threads=None: loaded)
-    monkeypatch.setattr(batch_cli, "Stylizer", lambda device, threads=None: loaded)
+    monkeypatch.setattr(batch_api, "Stylizer", lambda device, threads=None: loaded)
 
 
 def _jobs(tmp_path):
@@ -183,12 +183,9 @@ def test_the_batch_display_has_a_bar_over_the_jobs_and_one_per_running_job():
     assert tasks["jobs"].fields["note"] == "2/3 (1 done, 1 skipped)"
 
 
-def test_the_python_api_runs_the_same_jobs_to_the_same_bytes(tmp_path, model, loaded,
-                                                             monkeypatch):
+def test_the_python_api_runs_the_same_jobs_to_the_same_bytes(tmp_path, model, monkeypatch):
     import ostransfer
-    from ostransfer.run import batch_api
 
-    monkeypatch.setattr(batch_api, "Stylizer", lambda device, threads=None: loaded)
     jobs = _jobs(tmp_path)
     cli_out, api_out = tmp_path / "cli", tmp_path / "api"
     assert invoke("batch", jobs, "-o", cli_out, *SHARED, *ONE, "-q").exit_code == 1

@@ -12,12 +12,9 @@ from typing import Any, Iterator, Optional
 import typer
 from rich.table import Table
 
-from ..arrays import resolve_device
 from ..run import batch as bt
-from ..run.cluster import ray_module, run_cluster
-from ..run.job import Names, prepare
-from ..run.pool import run_pool
-from ..run.stylizer import Interrupted, RunFailed, Stylizer
+from ..run.batch_api import InProcess, batch_device, pool_runner
+from ..run.stylizer import Interrupted
 from .common import DEVICE_HELP, StopSignals, UsageError, clear_errors, err, parse_budgets, say
 from .outputs import save_result
 from .progress import BatchDisplay, ProgressDisplay
@@ -99,19 +96,12 @@ def batch(
         shared = bt.shared_options(dict(size=size, preset=preset, content_weight=content_weight,
                                         seed=seed, evaluations=parse_budgets(evaluations),
                                         learning_rate=learning_rate))
-        suffix = "." + image_format.lower().lstrip(".")
-        if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
-            raise UsageError(f"--format {image_format}: use png, jpg or webp")
+        suffix = bt.result_suffix(image_format, "--format")
         if outdir.exists() and not outdir.is_dir():
             raise UsageError(f"-o {outdir}: is a file, not a folder")
         planned = bt.plan_batch(jobs, shared, outdir, suffix)
         outdir.mkdir(parents=True, exist_ok=True)
-        if cluster is not None:
-            ray_module()  # one line now if Ray is missing
-            device = "cuda" if device == "cuda" else "cpu"  # the workers' device, not ours
-        else:
-            device = resolve_device(device)
-    stylizer: list[Stylizer] = []  # loaded when the first job runs
+        device = batch_device(device, cluster)
 
     def save_one(result, out: Path, recipe: dict) -> None:
         """Write one result with its recipe (temp file, then rename); OSError if it fails."""
@@ -119,27 +109,12 @@ def batch(
         if problem is not None:
             raise OSError(problem)
 
-    def run_one(job: bt.BatchJob, options, out: Path, recipe: dict) -> None:
-        """Run one job in this process with its progress display, and save its result."""
-        prepared = prepare(job.content, list(job.styles), options, device=device,
-                           names=Names(images=[str(job.content), *map(str, job.styles)]))
-        if not stylizer:
-            stylizer.append(Stylizer(device=device, threads=threads))
-        display = ProgressDisplay(prepared.plan, err, enabled=not quiet)
-        try:
-            with display.bar:
-                result = stylizer[0].run_job(prepared, signals.watching(display))
-        except RunFailed as exc:
-            raise RuntimeError(str(exc)) from None
-        save_one(result, out, recipe)
-
-    def pooled(tasks: list) -> Iterator[tuple[int, Any, str, float]]:
-        """The jobs to run on the Ray cluster or the local worker processes."""
-        if cluster is not None:
-            return run_cluster(tasks, cluster, workers if workers > 1 else None, device,
-                               threads or 1)
-        return run_pool(tasks, workers, device, threads,
-                        listener=None if quiet else board.job_progress)
+    @contextlib.contextmanager
+    def watch(plan) -> Iterator[Any]:
+        """A job's progress display; Ctrl-C stops it at its next evaluation."""
+        display = ProgressDisplay(plan, err, enabled=not quiet)
+        with display.bar:
+            yield signals.watching(display)
 
     def announce(index: int, job: bt.BatchJob) -> None:
         say(f"[{index + 1}/{len(planned)}] {job.line}")
@@ -151,8 +126,10 @@ def batch(
     many = workers > 1 or cluster is not None
     board = BatchDisplay(len(planned), err, enabled=many and not quiet)
     with _terminating() if many else StopSignals() as signals, board.bar:
-        stream = bt.run_batch_pool(planned, save_one, pooled) if many else \
-            bt.run_batch(planned, run_one, None if quiet else announce)
+        stream = bt.run_batch_pool(planned, save_one, pool_runner(
+            cluster, workers, device, threads, None if quiet else board.job_progress)) if many \
+            else bt.run_batch(planned, InProcess(device, threads, save_one, watch),
+                              None if quiet else announce)
         try:
             for outcome in stream:
                 outcomes.append(outcome)

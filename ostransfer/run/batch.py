@@ -47,6 +47,11 @@ class BatchJob:
     overrides: dict[str, Any] = field(default_factory=dict)
     line: str = ""  # where it came from, for messages ("jobs.csv:3")
 
+    @property
+    def names(self) -> list[str]:
+        """How errors name its images: the content's path, then each style's."""
+        return [str(self.content), *map(str, self.styles)]
+
     def options(self, shared: dict[str, Any]) -> Options:
         """The job's options: the batch's ``shared`` ones with its own on top; InputError
         (one line, naming the job's line) if they are not usable."""
@@ -151,6 +156,15 @@ def cross_jobs(contents: str, styles: str) -> list[BatchJob]:
         if not paths:
             raise InputError(f"{what} {pattern}: matches no file")
     return [BatchJob(c, (s,), {}, f"{c.name} x {s.name}") for c in found[0] for s in found[1]]
+
+
+def result_suffix(image_format: str, option: str = "image format") -> str:
+    """The results' file extension for ``image_format`` (png, jpg or webp); InputError naming
+    ``option`` otherwise."""
+    suffix = "." + image_format.lower().lstrip(".")
+    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise InputError(f"{option} {image_format}: use png, jpg or webp")
+    return suffix
 
 
 def _slug(text: str, limit: int = 40) -> str:

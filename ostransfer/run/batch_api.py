@@ -1,22 +1,75 @@
-"""The Python API of a batch, ``ostransfer.batch``: the jobs of ``ostransfer batch`` run in
-this process, on a local pool of worker processes or on a Ray cluster, each Outcome yielded
-as it is known (module ``batch`` has the jobs, their names, resume and isolation)."""
+"""The Python API of a batch, ``ostransfer.batch``, and the pieces the command line shares
+with it: the jobs run in this process (``InProcess``), on a local pool of worker processes
+or on a Ray cluster (``pool_runner``), each Outcome yielded as it is known (module
+``batch`` has the jobs, their names, resume and isolation)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
+
+import numpy as np
 
 from ..arrays import resolve_device
-from .batch import (BatchJob, Outcome, job_from_row, plan_batch, read_jobs, run_batch,
-                    run_batch_pool)
-from .cluster import run_cluster
+from .batch import (BatchJob, Outcome, Runner, job_from_row, plan_batch, read_jobs,
+                    result_suffix, run_batch, run_batch_pool)
+from .cluster import ray_module, run_cluster
 from .job import Names, prepare
-from .options import InputError
-from .pool import run_pool
+from .options import InputError, Options
+from .plan import Scale
+from .pool import Listener, run_pool
 from .recipe import save_with_recipe
-from .stylizer import RunFailed, Stylizer
+from .stylizer import Progress, RunFailed, Stylizer
+
+Save = Callable[[np.ndarray, Path, dict], Any]  # writes one result with its recipe
+# a job's progress: given its plan, a context around its run that yields the callback
+Watch = Callable[[Sequence[Scale]], ContextManager[Callable[[Progress], None] | None]]
+
+
+def batch_device(device: str, cluster: str | None) -> str:
+    """The device the jobs run on: ``device`` resolved here, or on a cluster the workers'
+    ("cuda" or "cpu"; InputError now if Ray is missing)."""
+    if cluster is None:
+        return resolve_device(device)
+    ray_module()
+    return "cuda" if device == "cuda" else "cpu"
+
+
+class InProcess:
+    """``run_batch``'s ``run_one``: each job run in this process, the model loaded by the
+    first, the result written by ``save``; ``watch`` (optional) shows a job's progress."""
+
+    def __init__(self, device: str, threads: int | None, save: Save,
+                 watch: Watch | None = None):
+        self.device, self.threads, self.save, self.watch = device, threads, save, watch
+        self.stylizer: Stylizer | None = None
+
+    def __call__(self, job: BatchJob, options: Options, out: Path, recipe: dict) -> None:
+        prepared = prepare(job.content, list(job.styles), options, device=self.device,
+                           names=Names(images=job.names))
+        if self.stylizer is None:
+            self.stylizer = Stylizer(device=self.device, threads=self.threads)
+        watching = self.watch(prepared.plan) if self.watch else contextlib.nullcontext()
+        try:
+            with watching as progress:
+                result = self.stylizer.run_job(prepared, progress)
+        except RunFailed as exc:
+            raise RuntimeError(str(exc)) from None
+        self.save(result, out, recipe)
+
+
+def pool_runner(cluster: str | None, workers: int, device: str, threads: int | None,
+                listener: Listener | None = None) -> Runner:
+    """``run_batch_pool``'s runner: the Ray cluster at ``cluster`` (one actor per ``workers``
+    when more than 1, else per ``threads`` CPUs of it), or ``workers`` local processes."""
+    def run(tasks: list) -> Iterator[tuple[int, Any, str, float]]:
+        if cluster is not None:
+            return run_cluster(tasks, cluster, workers if workers > 1 else None, device,
+                               threads or 1)
+        return run_pool(tasks, workers, device, threads, listener=listener)
+    return run
 
 
 def _jobs(jobs: str | os.PathLike | Sequence[BatchJob | dict[str, Any]]) -> list[BatchJob]:
@@ -40,38 +93,15 @@ def batch(jobs: str | os.PathLike | Sequence[BatchJob | dict[str, Any]],
     skipped or failed with its one-line ``error``; ``output``, ``seconds``) as it is known:
     the skipped first, then each as it finishes. ``options``: shared ``Options`` fields, a
     job's own values win. ``workers`` > 1: that many processes (``threads`` each, default
-    the cores shared out; 1: this process); ``cluster``: a Ray address ("auto", "ray://HOST:PORT", "local").
-    Results carry their recipes and a rerun skips what is done, as with the command line.
-    InputError (one line) for jobs or options that cannot run."""
-    suffix = "." + image_format.lower().lstrip(".")
-    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
-        raise InputError(f"image format {image_format!r}: use png, jpg or webp")
+    the cores shared out; 1: this process); ``cluster``: a Ray address ("auto",
+    "ray://HOST:PORT", "local"). Results carry their recipes and a rerun skips what is done,
+    as with the command line. InputError (one line) for jobs or options that cannot run."""
     outdir = Path(outdir)
-    planned = plan_batch(_jobs(jobs), options, outdir, suffix)
+    planned = plan_batch(_jobs(jobs), options, outdir, result_suffix(image_format))
     outdir.mkdir(parents=True, exist_ok=True)
+    device = batch_device(device, cluster)
     if cluster is not None or workers > 1:
-        where = ("cuda" if device == "cuda" else "cpu") if cluster is not None \
-            else resolve_device(device)
-
-        def pooled(tasks: list) -> Iterator[tuple[int, Any, str, float]]:
-            if cluster is not None:
-                return run_cluster(tasks, cluster, workers if workers > 1 else None, where,
-                                   threads or 1)
-            return run_pool(tasks, workers, where, threads)
-        yield from run_batch_pool(planned, save_with_recipe, pooled)
-        return
-    device = resolve_device(device)
-    stylizer: list[Stylizer] = []  # loaded when the first job runs
-
-    def run_one(job: BatchJob, job_options, out: Path, recipe: dict) -> None:
-        prepared = prepare(job.content, list(job.styles), job_options, device=device,
-                           names=Names(images=[str(job.content), *map(str, job.styles)]))
-        if not stylizer:
-            stylizer.append(Stylizer(device=device, threads=threads))
-        try:
-            result = stylizer[0].run_job(prepared)
-        except RunFailed as exc:
-            raise RuntimeError(str(exc)) from None
-        save_with_recipe(result, out, recipe)
-
-    yield from run_batch(planned, run_one)
+        yield from run_batch_pool(planned, save_with_recipe,
+                                  pool_runner(cluster, workers, device, threads))
+    else:
+        yield from run_batch(planned, InProcess(device, threads, save_with_recipe))

@@ -12,9 +12,8 @@ import numpy as np
 
 from ..imaging.io import from_array, load_pil
 from .options import InputError, Options
-from .pool import same_numerics
 from .stylizer import Stylizer
-from .worker import run_one_job
+from .worker import run_one_job, same_numerics
 
 
 def ray_module():
@@ -66,8 +65,7 @@ def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int
                     yield index, None, str(exc), 0.0
                     continue
                 worker = free.pop()
-                names = [str(job.content), *map(str, job.styles)]
-                pending[worker.run.remote(index, content, styles, options, names)] = worker
+                pending[worker.run.remote(index, content, styles, options, job.names)] = worker
             if not pending:
                 continue
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -1,9 +1,9 @@
 """A local pool of worker processes for a batch: each loads the model once and runs ONNX
 Runtime with an explicit thread count, so that workers x threads = the cores (left to
-itself, every process would start a thread per core). The BLAS keeps one thread per core in
-every process (``same_numerics``): OpenBLAS sums in another order with another thread
-count, so this is what keeps a worker's result the same bytes as a single process's. Results come back as arrays and the caller writes them; the workers' progress comes
-back through a queue that a thread of the caller's process reads."""
+itself, every process would start a thread per core); the BLAS keeps a thread per core
+(``worker.same_numerics``), so that the results are a single process's bytes. Results come
+back as arrays and the caller writes them; the workers' progress comes back through a
+queue that a thread of the caller's process reads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .options import Options
 from .stylizer import Stylizer
-from .worker import run_one_job
+from .worker import run_one_job, same_numerics
 
 _STYLIZER: Stylizer | None = None
 _REPORTS: Any = None  # the queue of the workers' progress reports, or None
@@ -30,16 +30,6 @@ def split_cores(workers: int, cores: int | None = None) -> int:
     """Threads per worker: the cores shared out (at least one each)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores // max(1, workers))
-
-
-def same_numerics() -> None:
-    """Give the BLAS of this process one thread per core, as a process left to itself has:
-    its matrix products (the losses' gradients) then round alike in a worker, a Ray actor
-    and a single run on this machine (measured: 1 against 2 threads changes the moment and
-    content gradients by 1e-12, and some pixels of a result by one level)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(os.cpu_count() or 1, user_api="blas")
 
 
 def _start(device: str, threads: int, reports: Any) -> None:
@@ -57,13 +47,11 @@ Finished = tuple[int, Any, str, float]  # index, result (H, W, 3) or None, error
 def _run(task: tuple[int, Any, Options, str]) -> Finished:
     """(index, result or None, one-line error, seconds) of one job."""
     index, job, options, device = task
-    names = [str(job.content), *map(str, job.styles)]
-    label = getattr(job, "line", "") or names[0]
 
     def report(share: float, p) -> None:
-        _REPORTS.put((index, label, share, f"scale {p.scale + 1}/{p.scales} {p.side}px, "
-                                           f"{p.evaluation}/{p.budget} evals"))
-    return index, *run_one_job(_STYLIZER, job.content, job.styles, options, device, names,
+        _REPORTS.put((index, job.line, share, f"scale {p.scale + 1}/{p.scales} {p.side}px, "
+                                              f"{p.evaluation}/{p.budget} evals"))
+    return index, *run_one_job(_STYLIZER, job.content, job.styles, options, device, job.names,
                                report if _REPORTS is not None else None)
 
 
