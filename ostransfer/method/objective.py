@@ -47,13 +47,18 @@ class Objective:
     ``resample`` to draw a sample set before evaluating; the objective is deterministic
     between two resamples. Each region gets a share of the N samples in proportion to its
     area (at least ``MIN_REGION_SAMPLES``).
+
+    ``keep_content_maps``: the content's hypercolumn-layer maps are computed once and kept
+    (about 1 KB per pixel) instead of by a VGG16 forward at every sample set; the
+    hypercolumns, and so every result, are the same either way.
     """
 
     MIN_REGION_SAMPLES = 64
 
     def __init__(self, engine: VGGFeatures, content: Array,
                  style: losses.StyleTarget | list[Region], preset: str, content_weight: float,
-                 samples: int = 1024, palette_weight: float | None = None):
+                 samples: int = 1024, palette_weight: float | None = None,
+                 keep_content_maps: bool = True):
         xp = engine.xp
         self.engine, self.preset, self.content_weight = engine, preset, float(content_weight)
         self.palette_weight = palette_weight
@@ -69,6 +74,8 @@ class Objective:
         self.rows: list[slice] = []  # rows of the sample set that belong to each region
         self.contents: list[losses.ContentTarget] = []
         self._hyper: Array | None = None
+        self.keep_content_maps = keep_content_maps
+        self._content_maps: dict[str, Array] | None = None
 
     def _region_samples(self) -> list[int]:
         areas = [self.height * self.width if r.mask is None else int(np.count_nonzero(r.mask))
@@ -97,9 +104,22 @@ class Objective:
         self.rows = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
         self.columns = Hypercolumns.for_preset(np.concatenate(ys_list), np.concatenate(xs_list),
                                                self.height, self.width, self.preset, xp=xp)
-        content = self.columns.gather(self.content_image, self.engine.forward(self.content_image))
+        content = self.columns.gather(self.content_image, self._content_features())
         self.contents = [losses.content_target(content[rows]) for rows in self.rows]
         self._hyper = xp.empty((self.columns.n, self.columns.dim), dtype=xp.float32)
+
+    def _content_features(self) -> dict[str, Array]:
+        """The content's maps {layer: (1, C, h, w)}: the kept copies of the hypercolumn
+        layers, made at the first call, or the engine's buffers of a new forward."""
+        if self._content_maps is not None:
+            return self._content_maps
+        maps = self.engine.forward(self.content_image)
+        if not self.keep_content_maps:
+            return maps
+        xp = self.engine.xp
+        self._content_maps = {layer.name: xp.asarray(maps[layer.name], copy=True)
+                              for layer in self.layers}
+        return self._content_maps
 
     def hypercolumns(self, image: Array) -> Array:
         """The output's hypercolumns (N, D) at the current sample set (keeps maps for backward)."""

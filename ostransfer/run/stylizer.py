@@ -28,7 +28,7 @@ from ..nets.engine import VGGFeatures
 from .checkpoint import Checkpointer, CheckpointError, RunState
 from .job import Job, prepare, style_list
 from .options import Options
-from .plan import Scale, check_inputs, plan_scales
+from .plan import Scale, check_inputs, keeps_content_maps, plan_scales
 from .style_side import style_side
 
 log = logging.getLogger(__name__)
@@ -258,7 +258,8 @@ class Stylizer:
                 opts.style_samples, stream_rng(opts.seed, scale.index, 0), guides,
                 scale.style_sizes[0])
             objective = Objective(self.engine, content, target, opts.preset, scale.weight,
-                                  opts.samples, opts.palette_weight)
+                                  opts.samples, opts.palette_weight,
+                                  keep_content_maps=keeps_content_maps(scale.content_size))
             first_round, done = (0, 0) if continued is None else (continued.rounds,
                                                                   continued.evaluations)
             tracker.resumed_at = tracker.evaluations = done
