@@ -105,7 +105,11 @@ def _setup(tmp: Path, case: str) -> tuple[list, str]:
                                         f"under the 16 px VGG16 needs on the short side; use a "
                                         f"size of at least 259")
     if case == "absurd size for the memory":
-        return ok + ["--size", "6000"], "a 6000 px run needs about "
+        return ok + ["--size", "8192"], "a 8192 px run needs about "
+    if case == "memory budget not a size":
+        return ok + ["--max-memory", "lots"], "--max-memory 'lots' is not a size like 8G or 512M"
+    if case == "tile not a multiple of 16":
+        return ok + ["--tile", "100"], "tile must be a multiple of 16 px, got 100"
     if case == "size over the limit":
         return ok + ["--size", "9000"], "size must be between 16 and 8192 px, got 9000"
     if case == "output folder missing":
@@ -307,7 +311,8 @@ def _checkpoint(folder: Path, content: Path, style: Path | list[Path], options: 
 BAD_INPUTS = [
     "missing content", "content is a folder", "unreadable content", "empty file", "not an image",
     "truncated PNG", "truncated JPEG", "corrupt PNG data", "tiny content", "1x1 style",
-    "too thin at the final scale", "absurd size for the memory", "size over the limit",
+    "too thin at the final scale", "absurd size for the memory", "memory budget not a size",
+    "tile not a multiple of 16", "size over the limit",
     "output folder missing", "output folder not writable", "output is the content",
     "output is a hard link to the style", "output exists", "output is a folder",
     "unknown extension", "no extension", "negative content weight", "NaN content weight",
@@ -744,3 +749,22 @@ def test_a_damaged_checkpoint_is_named_and_overwrite_starts_over(tmp_path, model
                     "--overwrite")
     assert result.exit_code == 0, result.output
     assert ckpt.read(folder)[1].complete
+
+
+def test_progress_shows_evaluations_per_minute_and_the_scale_time_left():
+    from rich.console import Console
+
+    from ostransfer.run.plan import Scale
+    from ostransfer.run.stylizer import Progress
+
+    plan = [Scale(0, 64, (64, 43), (64, 40), 8.0, 10), Scale(1, 128, (128, 85), (128, 80), 4.0, 5)]
+    display = progress.ProgressDisplay(plan, Console(file=open(os.devnull, "w")), enabled=False)
+
+    def at(scale, evaluation, elapsed):
+        return display.rate(Progress(scale, 2, plan[scale].side, evaluation,
+                                     plan[scale].budget, 1.0, {}, elapsed))
+
+    assert at(0, 1, 5.0) == ""  # the first evaluation carries the scale's set-up
+    assert at(0, 3, 9.0) == "30 evals/min, scale 14 s left"  # 2 in 4 s, 7 to go
+    assert at(1, 1, 20.0) == ""  # a new scale starts a new count
+    assert at(1, 2, 32.0) == "5 evals/min, scale 36 s left"

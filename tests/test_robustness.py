@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +36,8 @@ from ostransfer.method.optimizer import NonFiniteError, Stop
 from ostransfer.method.rmsprop import rmsprop
 from ostransfer.run import checkpoint as ckpt
 from ostransfer.run.options import MIN_SIDE, InputError, Options
-from ostransfer.run.plan import available_memory, estimate_memory, largest_size, plan_scales, preflight
+from ostransfer.run.plan import (available_memory, estimate_memory, fit_to_memory, largest_size,
+                                 plan_scales, preflight)
 from ostransfer.run.stylizer import Interrupted, Stylizer, stream_rng
 
 CONTENT = sample_image("content_chelsea.jpg")
@@ -370,13 +373,37 @@ def test_too_large_runs_are_refused_with_the_estimate_and_the_size_that_fits(mon
     best = largest_size((1200, 800), (640, 640), opts, 3 * 2**30)
     assert re.fullmatch(rf"a 4096 px run needs about \d+\.\d GiB of memory and 3\.0 GiB is "
                         rf"available; the largest size that fits is {best} px", message)
-    fits = Options(size=best)
+    fits = fit_to_memory((1200, 800), (640, 640), Options(size=best))
+    assert fits.tile is not None  # the largest size that fits does so in tiles
     preflight((1200, 800), (640, 640), fits)
-    bigger = Options(size=best + 1)
+    bigger = fit_to_memory((1200, 800), (640, 640), Options(size=best + 1))
     assert estimate_memory(plan_scales((1200, 800), (640, 640), bigger), bigger) > 3 * 2**30
     monkeypatch.setenv("OSTRANSFER_MAX_MEMORY", "lots")
     with pytest.raises(InputError, match="OSTRANSFER_MAX_MEMORY='lots' is not a size"):
         available_memory()
+
+
+def test_tiles_are_chosen_only_when_whole_images_do_not_fit():
+    size = (2048, 1536)
+
+    def need(opts):
+        return estimate_memory(plan_scales(size, size, opts), opts)
+
+    small = Options(size=512)
+    assert fit_to_memory(size, size, small, max_memory=need(small)) is small
+    whole = Options(size=2048)
+    assert fit_to_memory(size, size, whole, device="cuda", max_memory=2**30) is whole
+    fitted = fit_to_memory(size, size, whole, max_memory=4 * 2**30)
+    assert fitted.tile is not None and fitted.tile % 16 == 0
+    assert need(fitted) <= 4 * 2**30 < need(replace(fitted, tile=fitted.tile + 16))
+    assert fitted.tile < fit_to_memory(size, size, whole, max_memory=6 * 2**30).tile
+    # a tile the user chose is kept; below one that fits nothing, preflight says so
+    chosen = Options(size=2048, tile=256)
+    assert fit_to_memory(size, size, chosen, max_memory=2**20) is chosen
+    with pytest.raises(InputError, match=r"in tiles of 256 px and 1 MiB is available"):
+        preflight(size, size, chosen, max_memory=2**20)
+    with pytest.raises(ValueError, match="tile must be a multiple of 16 px, got 100"):
+        Options(tile=100).validated()
 
 
 def test_random_streams_depend_only_on_seed_scale_and_round():

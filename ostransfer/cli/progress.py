@@ -21,17 +21,33 @@ class ProgressDisplay:
         self.plan = plan
         self.bar = RichProgress(
             TextColumn("{task.fields[scale]}"), BarColumn(), TextColumn("{task.fields[evals]}"),
-            TextColumn("{task.fields[terms]}"), TimeElapsedColumn(), TextColumn("left"),
-            TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[terms]}"),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+            disable=not enabled, transient=False,
         )
-        self.task = self.bar.add_task("stylize", total=1.0, scale="", evals="", terms="")
+        self.task = self.bar.add_task("stylize", total=1.0, scale="", evals="", rate="",
+                                      terms="")
+        self._since: tuple[int, float, int] | None = None  # (scale, elapsed, evaluation)
+
+    def rate(self, p: Progress) -> str:
+        """Evaluations per minute at this scale and the seconds its budget still needs,
+        measured from the scale's first evaluation (empty until there is a second)."""
+        if self._since is None or self._since[0] != p.scale:
+            self._since = (p.scale, p.elapsed, p.evaluation)
+        _, start, first = self._since
+        if p.evaluation <= first or p.elapsed <= start:
+            return ""
+        per_minute = (p.evaluation - first) / (p.elapsed - start) * 60.0
+        left = (p.budget - p.evaluation) / per_minute * 60.0
+        return f"{per_minute:.3g} evals/min, scale {left:.0f} s left"
 
     def __call__(self, p: Progress) -> None:
         terms = " ".join(f"{name[:4]} {value:.3g}" for name, value in p.terms.items())
         self.bar.update(
             self.task, completed=work_done(self.plan, p.scale, p.evaluation),
             scale=f"scale {p.scale + 1}/{p.scales} {p.side}px",
-            evals=f"{p.evaluation}/{p.budget} evals", terms=f"loss {p.loss:.4g} ({terms})",
+            evals=f"{p.evaluation}/{p.budget} evals", rate=self.rate(p),
+            terms=f"loss {p.loss:.4g} ({terms})",
         )
 
 

@@ -19,7 +19,7 @@ from ..presets import DEFAULT_CONTENT_WEIGHT, thorough_options
 from ..run import checkpoint as ckpt
 from ..run.job import Job, Names, prepare
 from ..run.options import DEFAULT_LEARNING_RATE, Options
-from ..run.plan import preflight
+from ..run.plan import parse_memory, preflight
 from ..run.recipe import make_recipe, read_recipe, recipe_inputs, recipe_options
 from ..run.stylizer import Interrupted, Stylizer, Unfinished
 from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
@@ -46,7 +46,8 @@ def cli_names(content: Path, styles: Sequence[Path], content_guide: Path | None,
 def prepare_job(device: str, content: Path, styles: list[Path], options: Options, *,
                 checkpoint: Path | None = None, resume: Path | None = None,
                 every_minutes: float = 3.0, overwrite: bool = False,
-                content_guide: Path | None = None, style_guide: Path | None = None) -> Job:
+                content_guide: Path | None = None, style_guide: Path | None = None,
+                max_memory: int | None = None) -> Job:
     """Every check of a stylize run, in the order a user meets the problems."""
     check_number(every_minutes, "--checkpoint-every")
     folder = checkpoint or resume
@@ -57,7 +58,8 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
         return prepare(content, styles, options, device=device, content_guide=content_guide,
                        style_guide=style_guide, checkpoint=folder, resume=resume,
                        every=every_minutes * 60.0, warn=lambda text: say(f"warning: {text}"),
-                       names=cli_names(content, styles, content_guide, style_guide))
+                       names=cli_names(content, styles, content_guide, style_guide),
+                       max_memory=max_memory)
     except ckpt.UnreadableCheckpoint as exc:
         raise UsageError(f"{exc}; to start over, use --checkpoint {folder} --overwrite instead "
                          f"of --resume") from None
@@ -218,6 +220,14 @@ def stylize(
     checkpoint_every: float = typer.Option(3.0, metavar="MINUTES",
                                            help="checkpoint inside a scale this often",
                                            rich_help_panel=ROBUST),
+    tile: Optional[int] = typer.Option(
+        None, metavar="PX", help="read the VGG16 maps in tiles with cores of PX px (a multiple "
+                                 "of 16): less memory, more time (default: whole images, "
+                                 "unless they do not fit in memory)", rich_help_panel=ROBUST),
+    max_memory: Optional[str] = typer.Option(
+        None, metavar="SIZE", help="memory the run may use, e.g. 8G (or OSTRANSFER_MAX_MEMORY); "
+                                   "images that do not fit whole are read in tiles that fit",
+        rich_help_panel=ROBUST),
     recipe: Optional[Path] = typer.Option(
         None, metavar="RESULT", help="make RESULT again from the recipe it carries: its inputs "
                                      "(checked unchanged) and options, instead of CONTENT, STYLE "
@@ -249,14 +259,16 @@ def stylize(
             size=size, preset=preset, palette_weight=palette_weight, optimizer=optimizer,
             per_round=per_round, samples=samples, style_samples=style_samples, init=init,
             seed=seed, style_weights=_style_weights(style_weight, len(style)),
-            preserve_color=_color(preserve_color, color_method),
+            preserve_color=_color(preserve_color, color_method), tile=tile,
             **_schedule(preset, thorough, content_weight=content_weight,
                         evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
                         pyramid_levels=pyramid_levels))
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
-                          content_guide=content_guide, style_guide=style_guide)
+                          content_guide=content_guide, style_guide=style_guide,
+                          max_memory=None if max_memory is None
+                          else parse_memory(max_memory, "--max-memory "))
         made = make_recipe(content, list(style), job.options,
                            (content_guide, style_guide) if guides else None)
         run_job(device, job, out, quiet, resume, overwrite, made)

@@ -14,18 +14,33 @@ import numpy as np
 
 from ..arrays import Array, array_namespace
 from ..nets.engine import VGGFeatures
-from ..nets.vgg16 import hypercolumn_layers, map_shape
+from ..nets.vgg16 import hypercolumn_layers, hypercolumn_rgb, map_shape
 from . import losses
 from .sampling import Hypercolumns, grid_locations, uniform_locations
+from .tiles import TiledColumns, Tile, halo, tile_grid
+
+
+def tiles_for(height: int, width: int, preset: str, tile: int | None) -> list[Tile] | None:
+    """The tiles of an (height, width) image for cores of ``tile`` px, or None when the
+    image is read whole (no ``tile``, or a single core covers it)."""
+    if tile is None or (height <= tile and width <= tile):
+        return None
+    return tile_grid(height, width, tile, halo(hypercolumn_layers(preset)))
 
 
 def style_hypercolumns(engine: VGGFeatures, style: Array, preset: str, m: int,
-                       rng: np.random.Generator, mask: np.ndarray | None = None) -> Array:
+                       rng: np.random.Generator, mask: np.ndarray | None = None,
+                       tile: int | None = None) -> Array:
     """M hypercolumns (M, D) drawn uniformly from a style image (H, W, 3), inside a boolean
-    (H, W) mask if one is given. The result is a new array (not an engine buffer)."""
+    (H, W) mask if one is given, read in tiles of ``tile`` px if given. The result is a new
+    array (not an engine buffer)."""
     style = engine.xp.asarray(style, dtype=engine.xp.float32)
     height, width = style.shape[:2]
     ys, xs = uniform_locations(height, width, m, rng, mask)
+    tiles = tiles_for(height, width, preset, tile)
+    if tiles is not None:
+        return TiledColumns(engine, ys, xs, height, width, hypercolumn_layers(preset), tiles,
+                            hypercolumn_rgb(preset)).gather(style)
     columns = Hypercolumns.for_preset(ys, xs, height, width, preset, xp=engine.xp)
     return columns.gather(style, engine.forward(style))
 
@@ -50,7 +65,9 @@ class Objective:
 
     ``keep_content_maps``: the content's hypercolumn-layer maps are computed once and kept
     (about 1 KB per pixel) instead of by a VGG16 forward at every sample set; the
-    hypercolumns, and so every result, are the same either way.
+    hypercolumns, and so every result, are the same either way. ``tile``: read the maps in
+    tiles with cores of this many px (a multiple of 16; method/tiles.py), never holding a map
+    of the whole image; the content's maps are then not kept.
     """
 
     MIN_REGION_SAMPLES = 64
@@ -58,7 +75,7 @@ class Objective:
     def __init__(self, engine: VGGFeatures, content: Array,
                  style: losses.StyleTarget | list[Region], preset: str, content_weight: float,
                  samples: int = 1024, palette_weight: float | None = None,
-                 keep_content_maps: bool = True):
+                 keep_content_maps: bool = True, tile: int | None = None):
         xp = engine.xp
         self.engine, self.preset, self.content_weight = engine, preset, float(content_weight)
         self.palette_weight = palette_weight
@@ -67,14 +84,17 @@ class Objective:
         self.samples = samples
         self.layers = hypercolumn_layers(preset)
         self.height, self.width = content.shape[:2]
-        self.grads = {layer.name: xp.zeros(map_shape(self.height, self.width, layer.channels,
-                                                     layer.pools), dtype=xp.float32)
-                      for layer in self.layers}
-        self.columns: Hypercolumns | None = None
+        self.tiles = tiles_for(self.height, self.width, preset, tile)
+        # the dense gradient maps of a whole-image read (tiles have their own)
+        self.grads = {} if self.tiles else {
+            layer.name: xp.zeros(map_shape(self.height, self.width, layer.channels,
+                                           layer.pools), dtype=xp.float32)
+            for layer in self.layers}
+        self.columns: Hypercolumns | TiledColumns | None = None
         self.rows: list[slice] = []  # rows of the sample set that belong to each region
         self.contents: list[losses.ContentTarget] = []
         self._hyper: Array | None = None
-        self.keep_content_maps = keep_content_maps
+        self.keep_content_maps = keep_content_maps and self.tiles is None
         self._content_maps: dict[str, Array] | None = None
 
     def _region_samples(self) -> list[int]:
@@ -97,14 +117,20 @@ class Objective:
         xs_list = [xs] if isinstance(xs, np.ndarray) else list(xs)
         if len(ys_list) != len(self.regions):
             raise ValueError(f"{len(ys_list)} location sets for {len(self.regions)} regions")
-        if self.columns is not None:
+        if isinstance(self.columns, Hypercolumns):
             self.columns.clear(self.grads)
         xp = self.engine.xp
         bounds = np.cumsum([0] + [len(y) for y in ys_list])
         self.rows = [slice(int(a), int(b)) for a, b in zip(bounds, bounds[1:])]
-        self.columns = Hypercolumns.for_preset(np.concatenate(ys_list), np.concatenate(xs_list),
-                                               self.height, self.width, self.preset, xp=xp)
-        content = self.columns.gather(self.content_image, self._content_features())
+        ys_all, xs_all = np.concatenate(ys_list), np.concatenate(xs_list)
+        if self.tiles is None:
+            self.columns = Hypercolumns.for_preset(ys_all, xs_all, self.height, self.width,
+                                                   self.preset, xp=xp)
+            content = self.columns.gather(self.content_image, self._content_features())
+        else:
+            self.columns = TiledColumns(self.engine, ys_all, xs_all, self.height, self.width,
+                                        self.layers, self.tiles, hypercolumn_rgb(self.preset))
+            content = self.columns.gather(self.content_image)
         self.contents = [losses.content_target(content[rows]) for rows in self.rows]
         self._hyper = xp.empty((self.columns.n, self.columns.dim), dtype=xp.float32)
 
@@ -124,6 +150,8 @@ class Objective:
     def hypercolumns(self, image: Array) -> Array:
         """The output's hypercolumns (N, D) at the current sample set (keeps maps for backward)."""
         image = self.engine.xp.asarray(image, dtype=self.engine.xp.float32)
+        if isinstance(self.columns, TiledColumns):
+            return self.columns.gather(image, out=self._hyper)
         return self.columns.gather(image, self.engine.forward(image), out=self._hyper)
 
     def __call__(self, image: Array) -> tuple[float, Array, dict[str, float]]:
@@ -132,6 +160,7 @@ class Objective:
         With several regions the loss, its gradient and each term are region means."""
         if self.columns is None:
             raise RuntimeError("call resample() before evaluating the objective")
+        image = self.engine.xp.asarray(image, dtype=self.engine.xp.float32)
         hyper = self.hypercolumns(image)
         share = 1.0 / len(self.regions)
         value, parts, terms = 0.0, [], {}
@@ -143,6 +172,8 @@ class Objective:
             for name, term in t.items():
                 terms[name] = terms.get(name, 0.0) + term * share
         d_hyper = parts[0] if len(parts) == 1 else array_namespace(*parts).concat(parts, axis=0)
+        if isinstance(self.columns, TiledColumns):
+            return value, self.columns.image_gradient(image, d_hyper), terms
         d_rgb = self.columns.scatter(d_hyper, self.grads)
         grad = self.engine.backward(self.grads)
         grad[self.columns.ys, self.columns.xs] += d_rgb  # sample pixels are distinct

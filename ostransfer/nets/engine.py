@@ -86,6 +86,7 @@ class VGGFeatures:
             _check_cuda_provider(self._forward, self._vjp)
         release_free_heap()
         self._buffers: _Buffers | None = None
+        self.forwards = 0  # forward runs so far: whose maps the buffers hold
         log.debug("VGG16 sessions loaded from %s on %s", folder, device)
 
     # -- binding -------------------------------------------------------------------------
@@ -128,6 +129,7 @@ class VGGFeatures:
         b.image[0] = self.xp.moveaxis(self.xp.asarray(image, dtype=self.xp.float32), -1, 0)
         self._synchronize()
         self._forward.run_with_iobinding(b.forward)
+        self.forwards += 1
         return b.maps
 
     def backward(self, grads: dict[str, Array]) -> Array:

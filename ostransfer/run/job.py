@@ -15,7 +15,7 @@ from ..imaging.guides import GuideError, Guides
 from ..imaging.io import ImageLike, load_pil
 from . import checkpoint as ckpt
 from .options import InputError, Options
-from .plan import Scale, preflight
+from .plan import Scale, fit_to_memory, preflight
 
 
 @dataclass(frozen=True)
@@ -84,20 +84,28 @@ def prepare(content: ImageLike, style: ImageLike | Sequence[ImageLike], options:
             device: str = "cpu", content_guide: ImageLike | None = None,
             style_guide: ImageLike | None = None, checkpoint: str | os.PathLike | None = None,
             resume: str | os.PathLike | None = None, every: float = 180.0,
-            warn: Callable[[str], None] | None = None, names: Names = Names()) -> Job:
+            warn: Callable[[str], None] | None = None, names: Names = Names(),
+            max_memory: int | None = None) -> Job:
     """Load and check everything a run needs, in the order a user meets the problems.
 
     checkpoint: the folder the run's state is saved in; resume: the folder to continue from
-    (usually the same); every: seconds between checkpoints inside a scale. Raises ValueError (InputError, ImageError, GuideError,
-    CheckpointError) with one line; nothing is computed before every check has passed."""
+    (usually the same); every: seconds between checkpoints inside a scale; max_memory: bytes
+    the run may use (besides the machine's available memory and OSTRANSFER_MAX_MEMORY): when
+    whole images do not fit, the job's options read the maps in tiles that do. Raises
+    ValueError (InputError, ImageError, GuideError, CheckpointError) with one line; nothing
+    is computed before every check has passed."""
     options = options.validated()
     content_img = load_pil(content)
     style_imgs = [load_pil(s) for s in style_list(style)]
     guides = load_guides(content_guide, style_guide, options, names)
     if guides is not None and len(style_imgs) == 1:
         guides.check_shapes(content_img.size, style_imgs[0].size, names.guides)
-    plan = preflight(content_img.size, [s.size for s in style_imgs], options,
-                     resolve_device(device), names.images, guides=guides)
+    device = resolve_device(device)
+    regions = 1 if guides is None else len(guides) + 1
+    options = fit_to_memory(content_img.size, [s.size for s in style_imgs], options, device,
+                            regions, max_memory)
+    plan = preflight(content_img.size, [s.size for s in style_imgs], options, device,
+                     names.images, guides=guides, max_memory=max_memory)
     if not (math.isfinite(every) and every >= 0):
         raise InputError(f"the checkpoint interval must be at least 0 s, got {every}")
     job = Job(content_img, style_imgs, options, plan, guides, names=names)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
 from ..method.schedule import scale_sides
+from ..method.tiles import ALIGN as TILE_ALIGN
 from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, DEFAULT_SAMPLES,
                        DEFAULT_STYLE_SAMPLES, check_preset)
 
@@ -45,6 +46,9 @@ class Options:
     seed: int = 0
     style_weights: Sequence[float] | None = None  # one per style image; None: equal weights
     preserve_color: bool | str = False  # True, "luminance" or "statistics": keep the content's colours
+    # read the VGG16 maps in tiles with cores of this many px (a multiple of 16) at scales
+    # larger than one core; None: whole images (preflight chooses tiles when memory needs them)
+    tile: int | None = None
 
     def validated(self) -> "Options":
         """self, or ValueError (one line) naming the first option that is not usable."""
@@ -59,6 +63,10 @@ class Options:
         _check_number("palette weight", self.palette_weight, zero=True)
         if self.style_weights is not None:
             _check_style_weights(self.style_weights)
+        if self.tile is not None and (isinstance(self.tile, bool)
+                                      or not isinstance(self.tile, (int, np.integer))
+                                      or self.tile < TILE_ALIGN or self.tile % TILE_ALIGN):
+            raise ValueError(f"tile must be a multiple of {TILE_ALIGN} px, got {self.tile!r}")
         color = self.preserve_color
         if not (isinstance(color, (bool, np.bool_)) or color in COLOR_METHODS):
             raise ValueError(f"preserve color must be True, False or one of "

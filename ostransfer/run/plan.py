@@ -16,7 +16,8 @@ import numpy as np
 from ..imaging.guides import Guides
 from ..imaging.io import scaled_size
 from ..method.schedule import content_weights, scale_sides
-from ..nets.vgg16 import hypercolumn_dim
+from ..method.tiles import ALIGN, halo
+from ..nets.vgg16 import hypercolumn_dim, hypercolumn_layers
 from .options import MIN_SIDE, InputError, Options
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ OUTPUT_BYTES_PER_PIXEL = 3400
 # VGG16 forward at every sample set, about a quarter of an evaluation (same results).
 CONTENT_MAPS_BYTES_PER_PIXEL = 1000
 KEEP_CONTENT_MAPS_MAX_BYTES = 2**30
+# Read in tiles (method/tiles.py), the engine holds one window and the run, per output
+# pixel, only its images and the optimiser's variables (no dense gradient maps). Cautious:
+# runs with one RMSprop evaluation per scale peaked at 3.24 GiB (2048 px, cores of 512) and
+# 4.59 GiB (4096 px, cores of 640) where this estimates 4.0 and 8.0 (about 50 bytes per
+# output pixel fit both); L-BFGS-B's float64 history is not measured in tiles.
+TILED_OUTPUT_BYTES_PER_PIXEL = {"rmsprop": 400, "lbfgs": 2400, "mlbfgs": 2400}
 
 
 def keeps_content_maps(content_size: tuple[int, int]) -> bool:
@@ -133,21 +140,71 @@ def keeps_content_maps(content_size: tuple[int, int]) -> bool:
         <= KEEP_CONTENT_MAPS_MAX_BYTES
 
 
+def engine_pixels(size: tuple[int, int], tile: int | None, margin: int) -> int:
+    """Pixels the engine holds maps for at once, reading an image of (width, height) whole
+    or, when it is larger than one ``tile`` core, window by window."""
+    width, height = size
+    if tile is None or (width <= tile and height <= tile):
+        return width * height
+    return min(width, tile + 2 * margin) * min(height, tile + 2 * margin)
+
+
 def estimate_memory(plan: Sequence[Scale], opts: Options, regions: int = 1) -> int:
     """Estimated peak bytes of a run on the CPU (the largest scale dominates); a guided run
-    holds a style sample set for each of its ``regions``."""
+    holds a style sample set for each of its ``regions``; ``opts.tile``: read in tiles."""
     d = hypercolumn_dim(opts.preset)
     samples = 3 * opts.style_samples * d * 4 * regions + 4 * opts.samples * opts.style_samples * 4 \
         + 4 * opts.samples ** 2 * 4 + 4 * opts.samples * d * 4
+    margin = halo(hypercolumn_layers(opts.preset))
     peak = 0
     for scale in plan:
+        sizes = (scale.content_size, *(scale.style_sizes or (scale.style_size,)))
         content_px = scale.content_size[0] * scale.content_size[1]
-        style_px = max(w * h for w, h in (scale.style_sizes or (scale.style_size,)))
-        kept = CONTENT_MAPS_BYTES_PER_PIXEL * content_px \
-            if keeps_content_maps(scale.content_size) else 0
-        peak = max(peak, ENGINE_BYTES_PER_PIXEL * max(content_px, style_px)
-                   + OUTPUT_BYTES_PER_PIXEL * content_px + kept)
+        engine_px = max(engine_pixels(size, opts.tile, margin) for size in sizes)
+        if engine_pixels(scale.content_size, opts.tile, margin) < content_px:  # tiled
+            per_pixel = TILED_OUTPUT_BYTES_PER_PIXEL[opts.optimizer]
+        else:
+            per_pixel = OUTPUT_BYTES_PER_PIXEL + (
+                CONTENT_MAPS_BYTES_PER_PIXEL if keeps_content_maps(scale.content_size) else 0)
+        peak = max(peak, ENGINE_BYTES_PER_PIXEL * engine_px + per_pixel * content_px)
     return BASE_BYTES + samples + peak
+
+
+def fit_to_memory(content_size: tuple[int, int],
+                  style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
+                  device: str = "cpu", regions: int = 1, max_memory: int | None = None
+                  ) -> Options:
+    """``opts`` with ``tile`` set to the largest core whose run fits the memory budget
+    (``available_memory``) when whole images do not: on the CPU, when no tile was chosen.
+    Otherwise (or when nothing fits, or the images cannot be planned: ``preflight`` says so)
+    ``opts`` as given."""
+    limit = available_memory(max_memory) if device == "cpu" and opts.tile is None else None
+    if limit is None:
+        return opts
+    try:
+        plan = plan_scales(content_size, style_size, opts)
+    except ValueError:  # preflight says what, naming the images
+        return opts
+    fitted = _fit(plan, opts, regions, limit)
+    if fitted is None or fitted is opts:
+        return opts
+    log.info("reading the maps in tiles of %d px to fit in %s", fitted.tile, format_bytes(limit))
+    return fitted
+
+
+def _fit(plan: Sequence[Scale], opts: Options, regions: int, limit: int) -> Options | None:
+    """``opts`` if its run fits in ``limit`` bytes, else (no tile chosen) with the largest
+    tile core that fits; None when nothing does."""
+    if estimate_memory(plan, opts, regions) <= limit:
+        return opts
+    if opts.tile is not None:
+        return None
+    long_side = max(max(s.content_size) for s in plan)
+    for core in range(long_side // ALIGN * ALIGN, 0, -ALIGN):
+        trial = dataclasses.replace(opts, tile=core)
+        if estimate_memory(plan, trial, regions) <= limit:
+            return trial
+    return None
 
 
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -163,10 +220,19 @@ def _parse_bytes(text: str) -> int | None:
         return None
 
 
-def available_memory() -> int | None:
-    """Bytes a run may use: MemAvailable from /proc/meminfo, capped by the environment
-    variable OSTRANSFER_MAX_MEMORY (e.g. "6G") if set; None when neither is known."""
-    limits = []
+def parse_memory(text: str, what: str) -> int:
+    """Bytes from a size like "8G" or "512M"; InputError naming ``what`` otherwise."""
+    value = _parse_bytes(text)
+    if value is None or value <= 0:
+        raise InputError(f"{what}{text!r} is not a size like 8G or 512M")
+    return value
+
+
+def available_memory(max_memory: int | None = None) -> int | None:
+    """Bytes a run may use: MemAvailable from /proc/meminfo, capped by ``max_memory`` and by
+    the environment variable OSTRANSFER_MAX_MEMORY (e.g. "6G") if set; None when none is
+    known."""
+    limits = [] if max_memory is None else [max_memory]
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -176,10 +242,7 @@ def available_memory() -> int | None:
         pass
     cap = os.environ.get("OSTRANSFER_MAX_MEMORY")
     if cap:
-        value = _parse_bytes(cap)
-        if value is None:
-            raise InputError(f"OSTRANSFER_MAX_MEMORY={cap!r} is not a size like 8G or 512M")
-        limits.append(value)
+        limits.append(parse_memory(cap, "OSTRANSFER_MAX_MEMORY="))
     return min(limits) if limits else None
 
 
@@ -190,12 +253,13 @@ def format_bytes(count: float) -> str:
 def largest_size(content_size: tuple[int, int],
                  style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
                  limit: int, regions: int = 1) -> int | None:
-    """The largest output size (long side, px) whose estimate fits in ``limit`` bytes."""
+    """The largest output size (long side, px) whose estimate fits in ``limit`` bytes (in
+    tiles, unless ``opts.tile`` is set, with the tile that fits best)."""
     def fits(size: int) -> bool:
         try:
             trial = dataclasses.replace(opts, size=size, evaluations=None)
-            return estimate_memory(plan_scales(content_size, style_size, trial), trial,
-                                   regions) <= limit
+            return _fit(plan_scales(content_size, style_size, trial), trial, regions,
+                        limit) is not None
         except ValueError:
             return False
     low, high = max(_fit_short_side(content_size, MIN_SIDE)), opts.size
@@ -225,22 +289,23 @@ def check_inputs(content_size: tuple[int, int], sizes: Sequence[tuple[int, int]]
 def preflight(content_size: tuple[int, int],
               style_size: tuple[int, int] | Sequence[tuple[int, int]], opts: Options,
               device: str = "cpu", names: Sequence[str] = ("content image", "style image"),
-              guides: Guides | None = None) -> list[Scale]:
+              guides: Guides | None = None, max_memory: int | None = None) -> list[Scale]:
     """Check a run before any work: the options, the style weights and guides, the image
     sizes at every scale and (on the CPU) the memory the run needs against what the machine
-    has. Returns the plan; raises ValueError (InputError, GuideError) with one line
-    otherwise."""
+    has (capped by ``max_memory`` bytes). Returns the plan; raises ValueError (InputError,
+    GuideError) with one line otherwise."""
     opts = opts.validated()
     check_inputs(content_size, style_sizes(style_size), opts, guides)
     plan = plan_scales(content_size, style_size, opts, names)
     regions = 1 if guides is None else len(guides) + 1
     if device == "cpu":
-        limit = available_memory()
+        limit = available_memory(max_memory)
         need = estimate_memory(plan, opts, regions)
         if limit is not None and need > limit:
             best = largest_size(content_size, style_size, opts, limit, regions)
             hint = (f"the largest size that fits is {best} px" if best
                     else "not even the smallest size fits")
-            raise InputError(f"a {opts.size} px run needs about {format_bytes(need)} of memory "
-                             f"and {format_bytes(limit)} is available; {hint}")
+            tiled = f" in tiles of {opts.tile} px" if opts.tile else ""
+            raise InputError(f"a {opts.size} px run needs about {format_bytes(need)} of memory"
+                             f"{tiled} and {format_bytes(limit)} is available; {hint}")
     return plan

@@ -25,22 +25,24 @@ def style_counts(samples: int, fractions: Sequence[float]) -> list[int]:
 
 
 def _draw(engine: VGGFeatures, styles: list[np.ndarray], fractions: list[float], preset: str,
-          samples: int, rng: np.random.Generator, mask: np.ndarray | None = None) -> Any:
+          samples: int, rng: np.random.Generator, mask: np.ndarray | None = None,
+          tile: int | None = None) -> Any:
     """M style hypercolumns (M, D): from the one style image (inside ``mask``), or
-    round(M w_i) from each of several."""
+    round(M w_i) from each of several; maps read in tiles of ``tile`` px if given."""
     xp = engine.xp
     if len(styles) == 1:
-        return style_hypercolumns(engine, xp.asarray(styles[0]), preset, samples, rng, mask)
+        return style_hypercolumns(engine, xp.asarray(styles[0]), preset, samples, rng, mask,
+                                  tile)
     counts = style_counts(samples, fractions)
-    parts = [style_hypercolumns(engine, xp.asarray(s), preset, m, rng)
+    parts = [style_hypercolumns(engine, xp.asarray(s), preset, m, rng, tile=tile)
              for s, m in zip(styles, counts)]
     return array_namespace(*parts).concat(parts, axis=0)
 
 
 def style_side(engine: VGGFeatures, content: np.ndarray, styles: list[np.ndarray],
                fractions: list[float], preset: str, samples: int, rng: np.random.Generator,
-               guides: Guides | None = None, style_size: tuple[int, int] | None = None
-               ) -> tuple[losses.StyleTarget | list[Region], np.ndarray]:
+               guides: Guides | None = None, style_size: tuple[int, int] | None = None,
+               tile: int | None = None) -> tuple[losses.StyleTarget | list[Region], np.ndarray]:
     """(the style target, or a list of guided Regions; the style's mean colour, (3,), or per
     pixel (H, W, 3) for a guided run, to start from).
 
@@ -49,25 +51,29 @@ def style_side(engine: VGGFeatures, content: np.ndarray, styles: list[np.ndarray
     ``style_size``): one region per colour pair (style samples from inside the style region,
     output samples from inside the content region), and the pixels of no region (or of a
     region too small at this scale) against the whole style. All the draws come from
-    ``rng``, in a fixed order."""
+    ``rng``, in a fixed order. ``tile``: read the style's maps in tiles of this many px."""
     mean = sum(f * s.reshape(-1, 3).mean(axis=0) for f, s in zip(fractions, styles))
     mean = np.asarray(mean, dtype=np.float32)
+
+    def whole() -> losses.StyleTarget:
+        return losses.style_target(_draw(engine, styles, fractions, preset, samples, rng,
+                                         tile=tile))
+
     if guides is None:
-        return losses.style_target(_draw(engine, styles, fractions, preset, samples, rng)), mean
+        return whole(), mean
     content_size = (content.shape[1], content.shape[0])
     pairs, rest = guides.masks_at(content_size, style_size, MIN_REGION_PIXELS)
     if not pairs:
         log.debug("%s px: no guided region is large enough; unguided", content_size)
-        return losses.style_target(_draw(engine, styles, fractions, preset, samples, rng)), mean
+        return whole(), mean
     regions, start = [], np.broadcast_to(mean, content.shape).copy()
     for _, content_mask, style_mask in pairs:
         target = losses.style_target(_draw(engine, styles, fractions, preset, samples, rng,
-                                           style_mask))
+                                           style_mask, tile))
         regions.append(Region(target, content_mask))
         start[content_mask] = styles[0][style_mask].mean(axis=0)
     if np.count_nonzero(rest) >= MIN_REGION_PIXELS:
-        regions.append(Region(losses.style_target(
-            _draw(engine, styles, fractions, preset, samples, rng)), rest))
+        regions.append(Region(whole(), rest))
     log.debug("%s px: %d guided regions%s", content_size, len(pairs),
               " and the unguided rest" if len(regions) > len(pairs) else "")
     return regions, start

@@ -28,7 +28,7 @@ from ..nets.engine import VGGFeatures
 from .checkpoint import Checkpointer, CheckpointError, RunState
 from .job import Job, prepare, style_list
 from .options import Options
-from .plan import Scale, check_inputs, keeps_content_maps, plan_scales
+from .plan import Scale, check_inputs, keeps_content_maps, parse_memory, plan_scales
 from .style_side import style_side
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Stylizer:
                 content_guide: ImageLike | None = None, style_guide: ImageLike | None = None,
                 progress: Callable[[Progress], None] | None = None,
                 checkpoint: str | os.PathLike | None = None, resume: bool = False,
-                **options: Any) -> Image.Image:
+                max_memory: int | str | None = None, **options: Any) -> Image.Image:
         """Stylise `content` with `style` (paths, PIL images or (H, W, 3) arrays) -> PIL image.
 
         style: one image, or a list of them (mixed in proportion to ``style_weights``).
@@ -191,13 +191,17 @@ class Stylizer:
         image): each colour found in both pairs a content region with a style region.
         checkpoint: a folder to save the run's state in (after each scale and every few
         minutes); with resume=True the run continues from the state saved there (which
-        must come from the same inputs and options). Raises ValueError on unusable inputs
-        or options (before any work), Interrupted or RunFailed (holding the best image)."""
+        must come from the same inputs and options). max_memory: bytes (or "8G") the run may
+        use; images that do not fit whole are read in tiles that fit. Raises ValueError on
+        unusable inputs or options (before any work), Interrupted or RunFailed (holding the
+        best image)."""
         if resume and checkpoint is None:
             raise ValueError("resume=True needs the checkpoint folder")
         job = prepare(content, style, Options(**options), device=self.device,
                       content_guide=content_guide, style_guide=style_guide,
-                      checkpoint=checkpoint, resume=checkpoint if resume else None)
+                      checkpoint=checkpoint, resume=checkpoint if resume else None,
+                      max_memory=parse_memory(max_memory, "max_memory=")
+                      if isinstance(max_memory, str) else max_memory)
         return to_pil(self.run_job(job, progress))
 
     def run_job(self, job: Job, progress: Callable[[Progress], None] | None = None) -> np.ndarray:
@@ -256,10 +260,11 @@ class Stylizer:
             target, style_mean = style_side(
                 self.engine, content, styles, opts.style_fractions(len(styles)), opts.preset,
                 opts.style_samples, stream_rng(opts.seed, scale.index, 0), guides,
-                scale.style_sizes[0])
+                scale.style_sizes[0], tile=opts.tile)
             objective = Objective(self.engine, content, target, opts.preset, scale.weight,
                                   opts.samples, opts.palette_weight,
-                                  keep_content_maps=keeps_content_maps(scale.content_size))
+                                  keep_content_maps=keeps_content_maps(scale.content_size),
+                                  tile=opts.tile)
             first_round, done = (0, 0) if continued is None else (continued.rounds,
                                                                   continued.evaluations)
             tracker.resumed_at = tracker.evaluations = done
