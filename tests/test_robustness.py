@@ -555,3 +555,18 @@ def test_checkpoint_meta_is_plain_json(tmp_path):
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
     assert meta["format"] == ckpt.FORMAT and meta["identity"]["options"]["size"] == 64
+
+
+def test_a_resume_reads_with_the_tiles_its_run_began_with(tmp_path):
+    from ostransfer.run.job import prepare
+
+    content = Image.new("RGB", (96, 64), (200, 10, 10))
+    style = Image.new("RGB", (64, 64), (10, 10, 200))
+    begun = Options(size=96, tile=32)
+    image = np.zeros((64, 96, 3), np.float32)
+    ckpt.Checkpointer(tmp_path, ckpt.identity(content, style, begun)).save(
+        ckpt.RunState(1, 1, 2, image, {"x": image}, scales=2))
+    assert ckpt.saved_tile(tmp_path) == 32
+    job = prepare(content, style, Options(size=96), resume=tmp_path)
+    assert job.options.tile == 32 and job.resume.evaluations == 2
+    assert ckpt.saved_tile(tmp_path / "nothing here") is None

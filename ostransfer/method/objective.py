@@ -142,9 +142,7 @@ class Objective:
         maps = self.engine.forward(self.content_image)
         if not self.keep_content_maps:
             return maps
-        xp = self.engine.xp
-        self._content_maps = {layer.name: xp.asarray(maps[layer.name], copy=True)
-                              for layer in self.layers}
+        self._content_maps = {layer.name: maps[layer.name].copy() for layer in self.layers}
         return self._content_maps
 
     def hypercolumns(self, image: Array) -> Array:

@@ -77,7 +77,8 @@ def tile_grid(height: int, width: int, core: int, margin: int) -> list[Tile]:
 
 
 class TiledColumns:
-    """N hypercolumns (ys, xs) of an (height, width) image read tile by tile.
+    """N hypercolumns at (ys, xs), (N,) int NumPy arrays, of an (height, width) image read
+    tile by tile.
 
     ``gather(image)`` runs the forward on each window that holds samples and reads its
     samples; ``image_gradient(image, d_hyper)`` runs, window by window, the forward again
@@ -94,7 +95,6 @@ class TiledColumns:
         self.height, self.width = height, width
         self.n = len(ys)
         self.dim = 3 + sum(layer.channels for layer in layers)
-        self.ys, self.xs = xp.asarray(ys), xp.asarray(xs)
         self.parts: list[tuple[Tile, Array, Hypercolumns]] = []
         for tile in tiles:
             inside = (ys >= tile.cy0) & (ys < tile.cy1) & (xs >= tile.cx0) & (xs < tile.cx1)
@@ -104,7 +104,8 @@ class TiledColumns:
                 local = Hypercolumns(ys[rows] - tile.y0, xs[rows] - tile.x0, h, w, layers,
                                      xp=xp, rgb=rgb)
                 self.parts.append((tile, xp.asarray(rows), local))
-        self._warm: tuple[int, int] | None = None  # (part index, engine.forwards) after gather
+        # after gather: (part index, engine.forwards, the image) of the window still in the engine
+        self._warm: tuple[int, int, Array] | None = None
 
     def _window(self, image: Array, tile: Tile) -> Array:
         return image[tile.y0:tile.y1, tile.x0:tile.x1]
@@ -117,7 +118,7 @@ class TiledColumns:
         for index, (tile, rows, local) in enumerate(self.parts):
             window = self._window(image, tile)
             out[rows] = local.gather(window, self.engine.forward(window))
-            self._warm = (index, self.engine.forwards)
+            self._warm = (index, self.engine.forwards, image)
         return out
 
     def image_gradient(self, image: Array, d_hyper: Array) -> Array:
@@ -127,7 +128,8 @@ class TiledColumns:
         grad = xp.zeros((self.height, self.width, 3), dtype=xp.float32)
         grads: dict[str, Array] = {}
         # backwards through gather's order: the first window may still be in the engine
-        warm = self._warm is not None and self._warm[1] == self.engine.forwards
+        warm = self._warm is not None and self._warm[1] == self.engine.forwards \
+            and self._warm[2] is image
         for index in reversed(range(len(self.parts))):
             tile, rows, local = self.parts[index]
             window = self._window(image, tile)

@@ -128,8 +128,8 @@ class VGGFeatures:
         b = self._buffers_for(height, width)
         b.image[0] = self.xp.moveaxis(self.xp.asarray(image, dtype=self.xp.float32), -1, 0)
         self._synchronize()
+        self.forwards += 1  # before the run: a failed run leaves no buffers that look current
         self._forward.run_with_iobinding(b.forward)
-        self.forwards += 1
         return b.maps
 
     def backward(self, grads: dict[str, Array]) -> Array:

@@ -82,7 +82,7 @@ def image_digest(image: Image.Image) -> str:
 # Options added after checkpoints were first written, with the value that means "as before":
 # an identity leaves them out at that value, so older checkpoints of the same run still match.
 LATER_OPTIONS = {"style_weights": None, "preserve_color": False, "pyramid_levels": 0,
-                 "learning_rate": None, "palette_weight": None}
+                 "learning_rate": None, "palette_weight": None, "tile": None}
 IMAGES = ("content", "style", "content_guide", "style_guide")
 
 
@@ -185,6 +185,17 @@ def read(folder: str | os.PathLike) -> tuple[dict[str, Any], RunState]:
     except Exception as exc:  # noqa: BLE001 - a damaged file, whatever numpy or json says
         raise UnreadableCheckpoint(path, f"damaged ({type(exc).__name__}: "
                                          f"{' '.join(str(exc).split())[:120]})") from None
+
+
+def saved_tile(folder: str | os.PathLike) -> int | None:
+    """The tile core a checkpointed run read its maps with (None: whole images, or no
+    readable checkpoint: ``load`` then says why)."""
+    try:
+        saved, _ = read(folder)
+    except CheckpointError:
+        return None
+    tile = saved.get("options", {}).get("tile")
+    return tile if isinstance(tile, int) and not isinstance(tile, bool) else None
 
 
 def load(folder: str | os.PathLike, expected: dict[str, Any]) -> RunState:

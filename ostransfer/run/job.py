@@ -3,9 +3,10 @@ checkpoint opened (``prepare``). The API and the command line both start runs th
 
 from __future__ import annotations
 
+
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from PIL import Image
@@ -102,6 +103,8 @@ def prepare(content: ImageLike, style: ImageLike | Sequence[ImageLike], options:
         guides.check_shapes(content_img.size, style_imgs[0].size, names.guides)
     device = resolve_device(device)
     regions = 1 if guides is None else len(guides) + 1
+    if resume is not None and options.tile is None:  # resume with the tiles it was begun with
+        options = replace(options, tile=ckpt.saved_tile(resume))
     options = fit_to_memory(content_img.size, [s.size for s in style_imgs], options, device,
                             regions, max_memory)
     plan = preflight(content_img.size, [s.size for s in style_imgs], options, device,

@@ -194,13 +194,15 @@ def fit_to_memory(content_size: tuple[int, int],
 
 def _fit(plan: Sequence[Scale], opts: Options, regions: int, limit: int) -> Options | None:
     """``opts`` if its run fits in ``limit`` bytes, else (no tile chosen) with the largest
-    tile core that fits; None when nothing does."""
+    tile core, at least twice the halo, that fits; None when nothing does."""
     if estimate_memory(plan, opts, regions) <= limit:
         return opts
     if opts.tile is not None:
         return None
     long_side = max(max(s.content_size) for s in plan)
-    for core in range(long_side // ALIGN * ALIGN, 0, -ALIGN):
+    # a core under twice the halo would make a window more than 4 times its core's pixels
+    smallest = 2 * halo(hypercolumn_layers(opts.preset))
+    for core in range(long_side // ALIGN * ALIGN, smallest - 1, -ALIGN):
         trial = dataclasses.replace(opts, tile=core)
         if estimate_memory(plan, trial, regions) <= limit:
             return trial
