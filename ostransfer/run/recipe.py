@@ -58,6 +58,8 @@ def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     fractions = options.style_fractions(styles)
     opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
     opts["preserve_color"] = options.color_method or False
+    if opts["tile"] is None:  # whole images, as before tiles existed: the same recipes and names
+        del opts["tile"]
     return opts
 
 
