@@ -12,7 +12,8 @@ strides of the convolutions up to it, depends on the pixels [2^k q - r, 2^k q + 
 (r = 90 for relu5_3, 58 for relu5_1). A core's edges are multiples of 16, so the bilinear
 taps of its first row of samples start at map row cy0 / 2^k - 1 and those of its last end
 at cy1 / 2^k: the samples of a core read pixels up to 2^k + r beyond it (106 px for relu5_3,
-74 for relu5_1). With that margin inside the window, every map value the loss reads,
+74 for relu5_1). (The last core of a row or column ends at the image's edge, not at a multiple
+of 16; its window ends there too, so nothing is cut.) With that margin inside the window, every map value the loss reads,
 every activation (ReLU mask, pooling arg-max) on the way back from it, and so every
 gradient the VJP returns for it, is what the whole image gives; the VJP is linear in the
 upstream gradients, so the tiles' image gradients add up to the whole image's.
