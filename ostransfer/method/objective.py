@@ -17,13 +17,13 @@ from ..nets.engine import VGGFeatures
 from ..nets.vgg16 import hypercolumn_layers, hypercolumn_rgb, map_shape
 from . import losses
 from .sampling import Hypercolumns, grid_locations, uniform_locations
-from .tiles import TiledColumns, Tile, halo, tile_grid
+from .tiles import TiledColumns, Tile, halo, reads_whole, tile_grid
 
 
 def tiles_for(height: int, width: int, preset: str, tile: int | None) -> list[Tile] | None:
     """The tiles of an (height, width) image for cores of ``tile`` px, or None when the
     image is read whole (no ``tile``, or a single core covers it)."""
-    if tile is None or (height <= tile and width <= tile):
+    if reads_whole(height, width, tile):
         return None
     return tile_grid(height, width, tile, halo(hypercolumn_layers(preset)))
 

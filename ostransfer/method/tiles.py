@@ -65,6 +65,18 @@ class Tile:
         return self.y1 - self.y0, self.x1 - self.x0
 
 
+def reads_whole(height: int, width: int, core: int | None) -> bool:
+    """Whether an (height, width) image is read whole: no tiles, or one core covers it."""
+    return core is None or (height <= core and width <= core)
+
+
+def window_pixels(height: int, width: int, core: int | None, margin: int) -> int:
+    """Pixels of the largest window the engine holds maps for (the image, read whole)."""
+    if reads_whole(height, width, core):
+        return height * width
+    return min(height, core + 2 * margin) * min(width, core + 2 * margin)
+
+
 def tile_grid(height: int, width: int, core: int, margin: int) -> list[Tile]:
     """Tiles whose cores of ``core`` px (a multiple of 16) cover an image of (height, width),
     windows grown by ``margin`` (a multiple of 16); ordered by window shape, then position."""
@@ -139,6 +151,8 @@ class TiledColumns:
             h, w = tile.shape
             shapes = {layer.name: map_shape(h, w, layer.channels, layer.pools)
                       for layer in self.layers}
+            # one window shape's gradient maps at a time (at most four shapes, grouped):
+            # made again at each evaluation rather than kept, to hold one window's worth
             if not grads or any(grads[name].shape != shape for name, shape in shapes.items()):
                 grads = {name: xp.zeros(shape, dtype=xp.float32) for name, shape in shapes.items()}
             d_rgb = local.scatter(d_hyper[rows], grads)

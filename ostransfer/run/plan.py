@@ -16,7 +16,7 @@ import numpy as np
 from ..imaging.guides import Guides
 from ..imaging.io import scaled_size
 from ..method.schedule import content_weights, scale_sides
-from ..method.tiles import ALIGN, halo
+from ..method.tiles import ALIGN, halo, reads_whole, window_pixels
 from ..nets.vgg16 import hypercolumn_dim, hypercolumn_layers
 from .options import MIN_SIDE, InputError, Options
 
@@ -140,15 +140,6 @@ def keeps_content_maps(content_size: tuple[int, int]) -> bool:
         <= KEEP_CONTENT_MAPS_MAX_BYTES
 
 
-def engine_pixels(size: tuple[int, int], tile: int | None, margin: int) -> int:
-    """Pixels the engine holds maps for at once, reading an image of (width, height) whole
-    or, when it is larger than one ``tile`` core, window by window."""
-    width, height = size
-    if tile is None or (width <= tile and height <= tile):
-        return width * height
-    return min(width, tile + 2 * margin) * min(height, tile + 2 * margin)
-
-
 def estimate_memory(plan: Sequence[Scale], opts: Options, regions: int = 1) -> int:
     """Estimated peak bytes of a run on the CPU (the largest scale dominates); a guided run
     holds a style sample set for each of its ``regions``; ``opts.tile``: read in tiles."""
@@ -160,8 +151,8 @@ def estimate_memory(plan: Sequence[Scale], opts: Options, regions: int = 1) -> i
     for scale in plan:
         sizes = (scale.content_size, *(scale.style_sizes or (scale.style_size,)))
         content_px = scale.content_size[0] * scale.content_size[1]
-        engine_px = max(engine_pixels(size, opts.tile, margin) for size in sizes)
-        if engine_pixels(scale.content_size, opts.tile, margin) < content_px:  # tiled
+        engine_px = max(window_pixels(h, w, opts.tile, margin) for w, h in sizes)
+        if not reads_whole(scale.content_size[1], scale.content_size[0], opts.tile):
             per_pixel = TILED_OUTPUT_BYTES_PER_PIXEL[opts.optimizer]
         else:
             per_pixel = OUTPUT_BYTES_PER_PIXEL + (
