@@ -27,13 +27,13 @@ PRESET_RGB: dict[str, str] = {"paper": "raw", "strotss": "imagenet"}
 DEFAULT_PRESET = "strotss"
 # Final-scale content weight of each preset (docs/defaults.md and docs/quality.md have the
 # measurements behind them; the official code's own final weight is 2).
-DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 4.0}
+DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
 # ``--thorough``: the reference code's schedule (futscdav/strotss): 200 RMSprop steps at every
 # scale at its step size (1e-3 on [0, 1] images, half at the last scale), its pyramid of 6
-# levels, and its final content weight (2 for its content term, about 1.25 times smaller
-# than ``strotss``'s) in this preset's units. Better than the reference on the measures of
-# docs/quality.md, in about nine tenths of its time; the default takes a fifth of it.
-THOROUGH = {"evaluations": 200, "learning_rate": 1e-3, "pyramid_levels": 6}
+# levels, its start image (the style's mean colour plus the content's detail), and its final
+# content weight (2 for its content term, about 1.25 times smaller than ``strotss``'s) in
+# this preset's units. About nine tenths of the reference's time (docs/quality.md).
+THOROUGH = {"evaluations": 200, "learning_rate": 1e-3, "pyramid_levels": 6, "init": "style"}
 THOROUGH_CONTENT_WEIGHT = {"strotss": 1.6}
 DEFAULT_SAMPLES = 1024  # N: output/content hypercolumns per sample set
 DEFAULT_STYLE_SAMPLES = 5000  # M: style hypercolumns per scale

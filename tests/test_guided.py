@@ -25,7 +25,7 @@ from ostransfer.run import checkpoint as ckpt
 from ostransfer.run.job import load_guides
 from ostransfer.run.options import InputError, Options
 from ostransfer.run.plan import plan_scales
-from ostransfer.run.style_side import style_counts, style_side
+from ostransfer.run.style_side import palette_start, style_counts, style_side
 from ostransfer.run.stylizer import Interrupted, Stylizer, stream_rng
 
 CONTENT = sample_image("content_chelsea.jpg")
@@ -231,6 +231,18 @@ def test_the_guided_loss_wants_each_region_in_its_paired_style(stylizer):
     good, bad = (sum(objective(image)[2][t] for t in ("remd", "moment", "palette"))
                  for image in (right, swapped))
     assert good < 0.8 * bad
+
+
+def test_the_palette_start_gives_each_region_its_paired_style_colours():
+    content, style, content_guide, style_guide = synthetic()
+    guides = load_guides(content_guide, style_guide)
+    start = palette_start(content, [style], [1.0], guides, (64, 64))
+    left, right = start[:, :48].reshape(-1, 3), start[:, 48:].reshape(-1, 3)
+    assert np.abs(left.mean(axis=0) - BLUE).max() < 0.05
+    assert np.abs(right.mean(axis=0) - RED).max() < 0.05
+    # the grey texture shows through (the style's noise is as strong as the content's, in
+    # every direction, so only in part): lighter content pixels tend to stay lighter
+    assert np.corrcoef(content[:, :48].reshape(-1, 3).sum(axis=1), left.sum(axis=1))[0, 1] > 0.2
 
 
 def test_a_guided_run_gives_each_region_its_paired_style_colours(stylizer):

@@ -8,9 +8,11 @@ from PIL import Image
 
 import ostransfer
 from ostransfer.files import sample_image
+from ostransfer.imaging.color import transfer_palette
 from ostransfer.imaging.io import load_pil
 from ostransfer.method.schedule import content_weights, initial_image, scale_sides
-from ostransfer.run.options import Options
+from ostransfer.run.options import DEFAULT_LEARNING_RATE, Options
+from ostransfer.run.style_side import palette_start
 
 CONTENT = sample_image("content_chelsea.jpg")
 STYLE = sample_image("style_starry_night.jpg")
@@ -31,9 +33,57 @@ def test_initial_image_is_style_mean_plus_content_detail(rng):
     start = initial_image(content, mean, None, last=False)
     assert start.shape == content.shape and start.dtype == np.float32
     assert np.abs(start.mean(axis=(0, 1)) - mean).max() < 0.05
-    assert initial_image(content, mean, None, last=False, from_content=True) == pytest.approx(content)
+    assert initial_image(content, mean, None, last=False, init="content") == pytest.approx(content)
     upsampled = initial_image(content, mean, np.full((16, 24, 3), 0.5, np.float32), last=True)
     assert upsampled == pytest.approx(np.full_like(content, 0.5), abs=1e-6)
+
+
+def _sliced_w1(a: np.ndarray, b: np.ndarray, directions: int = 64) -> float:
+    """Mean 1-D Wasserstein-1 distance of two colour clouds (K, 3), (L, 3) over directions."""
+    unit = np.random.default_rng(7).standard_normal((directions, 3))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    q = (np.arange(256) + 0.5) / 256
+    return float(np.mean([np.abs(np.quantile(a @ u, q) - np.quantile(b @ u, q)).mean()
+                          for u in unit]))
+
+
+def test_palette_start_is_the_content_in_the_style_colours(rng):
+    # a smooth content (a lightness ramp with a reddish blob) and a blue/yellow "painting"
+    yy, xx = np.mgrid[0:48, 0:64] / 64.0
+    content = np.stack([0.3 + 0.5 * xx, 0.2 + 0.3 * xx, 0.1 + 0.2 * yy], axis=-1)
+    content[10:25, 20:40, 0] += 0.2
+    content = np.clip(content, 0, 1).astype(np.float32)
+    blue = rng.normal([0.1, 0.2, 0.6], 0.05, (3000, 3))
+    yellow = rng.normal([0.9, 0.8, 0.2], 0.05, (1000, 3))
+    palette = np.clip(np.concatenate([blue, yellow]), 0, 1).astype(np.float32)
+    start = transfer_palette(content, palette.reshape(40, 100, 3))
+    assert start.shape == content.shape and start.dtype == np.float32
+    assert np.array_equal(initial_image(content, palette.mean(axis=0), None, last=False,
+                                        init="palette", recoloured=start), start)
+    pixels = start.reshape(-1, 3).astype(np.float64)
+    before = _sliced_w1(content.reshape(-1, 3).astype(np.float64), palette)
+    after = _sliced_w1(pixels, palette)
+    assert after < 0.05 * before  # the style's colour distribution...
+    # ...laid out as the content: a quarter of the pixels, the light ones, turn yellow
+    lightness = content.reshape(-1, 3).mean(axis=1)
+    yellowish = pixels[:, 0] > 0.5
+    assert 0.2 < yellowish.mean() < 0.3
+    assert np.quantile(lightness[yellowish], 0.1) > np.median(lightness)
+    # deterministic, and an image in the palette's own colours keeps them
+    again = transfer_palette(content, palette)
+    assert np.array_equal(again, start)
+    same = transfer_palette(content, content)
+    assert np.abs(same - content).max() < 0.02
+    # weights: the yellow quarter of the palette weighing as much as the blue rest
+    weights = np.concatenate([np.full(3000, 0.5 / 3000), np.full(1000, 0.5 / 1000)])
+    even = transfer_palette(content, palette, weights).reshape(-1, 3)
+    assert 0.45 < (even[:, 0] > 0.5).mean() < 0.55
+    with pytest.raises(ValueError, match="palette"):
+        initial_image(content, palette.mean(axis=0), None, last=False, init="palette")
+    # several styles: each weighs its fraction
+    two = palette_start(content, [blue.reshape(30, 100, 3), yellow.reshape(10, 100, 3)],
+                        [0.5, 0.5]).reshape(-1, 3)
+    assert 0.45 < (two[:, 0] > 0.5).mean() < 0.55
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +115,12 @@ def test_pipeline_lowers_the_loss_and_is_reproducible(stylizer, optimizer, level
 def test_learning_rate_and_palette_weight_shape_the_result(stylizer):
     base = dict(SMALL, optimizer="rmsprop", evaluations=4, per_round=4)
     first = stylizer.stylize(CONTENT, STYLE, **base).tobytes()
-    assert stylizer.stylize(CONTENT, STYLE, learning_rate=4e-3, **base).tobytes() == first
+    assert stylizer.stylize(CONTENT, STYLE, learning_rate=DEFAULT_LEARNING_RATE,
+                            **base).tobytes() == first
     assert stylizer.stylize(CONTENT, STYLE, learning_rate=1e-2, **base).tobytes() != first
     assert stylizer.stylize(CONTENT, STYLE, palette_weight=3.0, **base).tobytes() != first
+    assert Options().init == "palette"
+    assert stylizer.stylize(CONTENT, STYLE, init="style", **base).tobytes() != first
     assert Options(learning_rate=1e-2).step_size(last=True) == 5e-3
 
 

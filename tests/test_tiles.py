@@ -119,7 +119,10 @@ def test_a_tiled_run_gives_the_whole_image_run_and_its_recipe_says_so(model_dir,
     from ostransfer.run.recipe import read_recipe
 
     content, style = sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg")
-    small = dict(size=96, samples=128, style_samples=400, evaluations=3)
+    # the style start (a flat image): with the palette start the same comparison measured
+    # mean 0.20 levels, 0.8 % of pixels > 1 level, max 9 - more pixels whose first, sign-like
+    # RMSprop steps float32 rounding can flip; the start is held fixed to keep the check tight
+    small = dict(size=96, samples=128, style_samples=400, evaluations=3, init="style")
     stylizer = ostransfer.Stylizer(device="cpu")
     whole = np.asarray(stylizer.stylize(content, style, **small), dtype=np.int16)
     tiled = stylizer.stylize(content, style, tile=32, **small)

@@ -171,8 +171,10 @@ def stylize(
                                 rich_help_panel=STYLE),
     style_samples: int = typer.Option(Options.style_samples, help="style hypercolumns per scale (M)",
                                       rich_help_panel=STYLE),
-    init: str = typer.Option("style", help="style: style mean colour + content detail; content: "
-                                           "the content image", rich_help_panel=STYLE),
+    init: Optional[str] = typer.Option(
+        None, help="the start image: palette (the content in the style's colours; the "
+                   "default), style (the style's mean colour + the content's detail) or "
+                   "content (the content image)", rich_help_panel=STYLE),
     seed: int = typer.Option(0, help="random seed (same seed, same output)", rich_help_panel=STYLE),
     optimizer: str = typer.Option(Options.optimizer, help="rmsprop (the official code's), lbfgs "
                                   "(L-BFGS-B) or mlbfgs (multi-batch L-BFGS)",
@@ -191,8 +193,8 @@ def stylize(
         rich_help_panel=OPTIMISER),
     thorough: bool = typer.Option(
         False, "--thorough", help="the reference code's schedule: 200 steps at every scale at "
-                                  "its step size, a 6-level pyramid, its content weight (better "
-                                  "colours and style, about 4x the time; options given "
+                                  "its step size, a 6-level pyramid, its start image and content "
+                                  "weight (about five times the default's time; options given "
                                   "explicitly win)", rich_help_panel=OPTIMISER),
     device: str = typer.Option("auto", help=DEVICE_HELP, rich_help_panel=OPTIMISER),
     content_guide: Optional[Path] = typer.Option(
@@ -257,12 +259,12 @@ def stylize(
         check_output(out, [content, *style, *guides], overwrite)
         options = recipe_options(given) if recipe is not None else Options(
             size=size, preset=preset, palette_weight=palette_weight, optimizer=optimizer,
-            per_round=per_round, samples=samples, style_samples=style_samples, init=init,
+            per_round=per_round, samples=samples, style_samples=style_samples,
             seed=seed, style_weights=_style_weights(style_weight, len(style)),
             preserve_color=_color(preserve_color, color_method), tile=tile,
             **_schedule(preset, thorough, content_weight=content_weight,
                         evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
-                        pyramid_levels=pyramid_levels))
+                        pyramid_levels=pyramid_levels, init=init))
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
@@ -301,7 +303,7 @@ def demo(
                 make_recipe(content, [style], job.options))
 
 
-SWEEP_WEIGHTS = {"paper": "1024,4096,16384", "strotss": "1,4,16"}
+SWEEP_WEIGHTS = {"paper": "1024,4096,16384", "strotss": "0.5,2,8"}
 
 
 @app.command(no_args_is_help=True)

@@ -26,15 +26,23 @@ def content_weights(final_weight: float, scales: int) -> list[float]:
 
 
 def initial_image(content: np.ndarray, style_mean: np.ndarray, previous: np.ndarray | None,
-                  last: bool, from_content: bool = False) -> np.ndarray:
+                  last: bool, init: str = "style", recoloured: np.ndarray | None = None
+                  ) -> np.ndarray:
     """The starting image of a scale, (H, W, 3) float32 in [0, 1].
 
-    Coarsest scale: the style's mean colour plus the content's finest band (or the content
-    itself with ``from_content``). Finer scales: the previous result upsampled, plus the
-    content's finest band except at the last scale."""
+    Coarsest scale, by ``init``: ``style``, the style's mean colour (3,) or (H, W, 3) plus
+    the content's finest band; ``content``, the content itself; ``palette``, ``recoloured``,
+    the content already recoloured to the style's colours (``imaging.color.transfer_palette``).
+    Finer scales: the previous result upsampled, plus the content's finest band except at
+    the last scale."""
     height, width = content.shape[:2]
     if previous is None:
-        start = content.copy() if from_content else style_mean + finest_band(content)
+        if init == "palette":
+            if recoloured is None:
+                raise ValueError("init 'palette' needs the content recoloured to the style")
+            start = recoloured
+        else:
+            start = content.copy() if init == "content" else style_mean + finest_band(content)
     else:
         start = resize_array(previous, (width, height))
         if not last:

@@ -14,11 +14,11 @@ from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, DEFAULT_SAMPLES,
                        DEFAULT_STYLE_SAMPLES, check_preset)
 
 OPTIMIZERS = ("rmsprop", "lbfgs", "mlbfgs")
-INITS = ("style", "content")
+INITS = ("style", "content", "palette")
 MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 16 px
 MAX_SIZE = 8192
 MAX_PYRAMID_LEVELS = 12
-DEFAULT_LEARNING_RATE = 4e-3  # RMSprop at every scale but the last (docs/defaults.md)
+DEFAULT_LEARNING_RATE = 2e-3  # RMSprop at every scale but the last (docs/defaults.md)
 _INTEGERS = ("size", "per_round", "pyramid_levels", "samples", "style_samples", "seed")
 _AT_LEAST_ONE = ("per_round", "samples", "style_samples")
 
@@ -42,7 +42,9 @@ class Options:
     pyramid_levels: int = 5  # the optimiser's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
     style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
-    init: str = "style"  # "style": style mean + content detail; "content": the content image
+    # the coarsest scale's start: "style" (the style's mean colour + the content's detail),
+    # "content" (the content image) or "palette" (the content in the style's colours)
+    init: str = "palette"
     seed: int = 0
     style_weights: Sequence[float] | None = None  # one per style image; None: equal weights
     preserve_color: bool | str = False  # True, "luminance" or "statistics": keep the content's colours
@@ -56,7 +58,7 @@ class Options:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose style or content")
+            raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         self._check_integers()
         _check_weight(self.content_weight)
         _check_number("learning rate", self.learning_rate, zero=False)

@@ -50,11 +50,12 @@ def _plain(value: Any) -> Any:
 
 def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     """Every option of a run as JSON values, defaults resolved (the content weight, the
-    budget of each scale, the style weights normalised, colour preservation as its method),
+    learning rate, the budget of each scale, the style weights normalised, colour preservation as its method),
     so that two spellings of the same run give the same dictionary."""
     opts = {key: _plain(value) for key, value in dataclasses.asdict(options).items()}
     opts["evaluations"] = _plain(options.budgets(len(scale_sides(options.size))))
     opts["content_weight"] = float(options.final_weight)
+    opts["learning_rate"] = float(options.step_size(last=False))
     fractions = options.style_fractions(styles)
     opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
     opts["preserve_color"] = options.color_method or False

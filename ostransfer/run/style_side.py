@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..arrays import array_namespace
+from ..imaging.color import transfer_palette
 from ..imaging.guides import Guides
 from ..method import losses
 from ..method.objective import Region, style_hypercolumns
@@ -77,3 +78,26 @@ def style_side(engine: VGGFeatures, content: np.ndarray, styles: list[np.ndarray
     log.debug("%s px: %d guided regions%s", content_size, len(pairs),
               " and the unguided rest" if len(regions) > len(pairs) else "")
     return regions, start
+
+
+def palette_start(content: np.ndarray, styles: list[np.ndarray], fractions: list[float],
+                  guides: Guides | None = None, style_size: tuple[int, int] | None = None
+                  ) -> np.ndarray:
+    """The content (H, W, 3) in the style's colours: the ``palette`` start of a run
+    (docs/algorithm.md §5). Unguided: to the pixels of all the style images, each image
+    weighing its fraction. Guided: each content region to its style region's pixels, the
+    pixels of no region to the whole style, with the regions of ``style_side``."""
+    pixels = [s.reshape(-1, 3) for s in styles]
+    weights = np.concatenate([np.full(len(p), f / len(p)) for p, f in zip(pixels, fractions)])
+    pairs, rest = [], None
+    if guides is not None:
+        pairs, rest = guides.masks_at((content.shape[1], content.shape[0]), style_size,
+                                      MIN_REGION_PIXELS)
+    if not pairs:
+        return transfer_palette(content, np.concatenate(pixels), weights)
+    start = np.empty_like(content)
+    for _, content_mask, style_mask in pairs:
+        start[content_mask] = transfer_palette(content[content_mask], styles[0][style_mask])
+    if np.any(rest):
+        start[rest] = transfer_palette(content[rest], np.concatenate(pixels), weights)
+    return start

@@ -29,7 +29,7 @@ from .checkpoint import Checkpointer, CheckpointError, RunState
 from .job import Job, prepare, style_list
 from .options import Options
 from .plan import Scale, check_inputs, keeps_content_maps, parse_memory, plan_scales
-from .style_side import style_side
+from .style_side import palette_start, style_side
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,10 @@ class Stylizer:
                                                                   continued.evaluations)
             tracker.resumed_at = tracker.evaluations = done
             if image is None:
-                image = initial_image(content, style_mean, previous, last,
-                                      from_content=opts.init == "content")
+                recoloured = palette_start(
+                    content, styles, opts.style_fractions(len(styles)), guides,
+                    scale.style_sizes[0]) if opts.init == "palette" and previous is None else None
+                image = initial_image(content, style_mean, previous, last, opts.init, recoloured)
             log.debug("scale %d/%d: %d px, content weight %g, %d evaluations%s",
                       position + 1, len(run.plan), scale.side, scale.weight, scale.budget,
                       f" (continuing after {done})" if done else "")
@@ -327,3 +329,4 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
     return _default_stylizer(resolve_device(device)).stylize(
         content, style, content_guide=content_guide, style_guide=style_guide,
         progress=progress, **options)
+
