@@ -56,6 +56,16 @@ def find(folder: Path, stem: str) -> Path:
     return matches[0]
 
 
+def reference_output(args: argparse.Namespace, content_name: str, style_name: str) -> Path | None:
+    """The reference's output of the pair in --anchors, or None (the pair is measured alone)."""
+    if not args.anchors:
+        return None
+    matches = sorted(args.anchors.glob(f"{content_name}_{style_name}_{args.reference_size}.*"))
+    if not matches:
+        print(f"{args.anchors}: no reference output of {content_name} + {style_name}; ours alone")
+    return matches[0] if matches else None
+
+
 def run_pair(stylizer: Stylizer, pair: str, args: argparse.Namespace, options: dict) -> dict:
     content_name, style_name = pair.split(":")
     content = find(args.images, f"content_{content_name}")
@@ -74,8 +84,7 @@ def run_pair(stylizer: Stylizer, pair: str, args: argparse.Namespace, options: d
                                                         "options": options}) + "\n")
     ours = load_pil(out)
     images = [ours]
-    anchor = find(args.anchors, f"{content_name}_{style_name}_{args.reference_size}") \
-        if args.anchors else None
+    anchor = reference_output(args, content_name, style_name)
     if anchor is not None:  # at our size, so that both are measured alike
         images.append(resize(load_pil(anchor), ours.size))
     report = run_evaluate(load_pil(content), load_pil(style), images)
