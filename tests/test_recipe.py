@@ -27,6 +27,10 @@ def test_options_round_trip_through_the_recipe_dictionary():
     again = rc.options_from_dict(json.loads(json.dumps(values)))
     assert rc.options_dict(again, styles=2) == values
     assert values["evaluations"] == [7, 7, 7, 7] and values["preserve_color"] == "luminance"
+    # the default learning rate is written out: the default and its explicit value agree
+    default = rc.options_dict(Options())
+    assert default == rc.options_dict(Options(learning_rate=default["learning_rate"]))
+    assert default["learning_rate"] == Options().step_size(last=False)
     with pytest.raises(rc.RecipeError, match="does not know: 'sharpness'"):
         rc.options_from_dict({**values, "sharpness": 1})
 

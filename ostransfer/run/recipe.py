@@ -50,8 +50,9 @@ def _plain(value: Any) -> Any:
 
 def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     """Every option of a run as JSON values, defaults resolved (the content weight, the
-    learning rate, the budget of each scale, the style weights normalised, colour preservation as its method),
-    so that two spellings of the same run give the same dictionary."""
+    learning rate, the budget of each scale, the style weights normalised, colour
+    preservation as its method), so that two spellings of the same run give the same
+    dictionary."""
     opts = {key: _plain(value) for key, value in dataclasses.asdict(options).items()}
     opts["evaluations"] = _plain(options.budgets(len(scale_sides(options.size))))
     opts["content_weight"] = float(options.final_weight)

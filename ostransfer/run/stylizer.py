@@ -329,4 +329,3 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
     return _default_stylizer(resolve_device(device)).stylize(
         content, style, content_guide=content_guide, style_guide=style_guide,
         progress=progress, **options)
-
