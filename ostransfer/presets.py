@@ -28,12 +28,19 @@ DEFAULT_PRESET = "strotss"
 # Final-scale content weight of each preset (docs/defaults.md and docs/quality.md have the
 # measurements behind them; the official code's own final weight is 2).
 DEFAULT_CONTENT_WEIGHT = {"paper": 8192.0, "strotss": 2.0}
+# Weight of the colour term (the mean and covariance of the output's colours against the
+# painting's; docs/algorithm.md §4.4b), which neither formula has: with it the default keeps
+# the painting's lightness and contrast (docs/quality.md). 0 leaves a preset's own formula,
+# so ``paper`` stays the seed's.
+DEFAULT_COLOR_WEIGHT = {"paper": 0.0, "strotss": 0.5}
 # ``--thorough``: the reference code's schedule (futscdav/strotss): 200 RMSprop steps at every
 # scale at its step size (1e-3 on [0, 1] images, half at the last scale), its pyramid of 6
-# levels, its start image (the style's mean colour plus the content's detail), and its final
-# content weight (2 for its content term, about 1.25 times smaller than ``strotss``'s) in
-# this preset's units. About nine tenths of the reference's time (docs/quality.md).
-THOROUGH = {"evaluations": 200, "learning_rate": 1e-3, "pyramid_levels": 6, "init": "style"}
+# levels, its start images (the style's mean colour plus the content's detail; none added at
+# the last scale), its final content weight (2 for its content term, about 1.25 times smaller
+# than ``strotss``'s) in this preset's units, and its objective (no colour term). About nine
+# tenths of the reference's time (docs/quality.md).
+THOROUGH = {"evaluations": 200, "learning_rate": 1e-3, "pyramid_levels": 6, "init": "style",
+            "final_detail": 0.0, "color_weight": 0.0}
 THOROUGH_CONTENT_WEIGHT = {"strotss": 1.6}
 DEFAULT_SAMPLES = 1024  # N: output/content hypercolumns per sample set
 DEFAULT_STYLE_SAMPLES = 5000  # M: style hypercolumns per scale

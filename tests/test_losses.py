@@ -88,8 +88,9 @@ def case(mode):
 # finite differences
 
 
-def _terms(preset, a=1.7):
-    """name -> f(X, C, S) returning (value, grad (N, D)) in NumPy float64."""
+def _terms(preset, a=1.7, w=0.8):
+    """name -> f(X, C, S) returning (value, grad (N, D)) in NumPy float64; the total with
+    colour weight w."""
     def remd(X, C, S):
         return L.remd_style_loss(X, L.style_target(S))
 
@@ -101,15 +102,21 @@ def _terms(preset, a=1.7):
         assert g.shape == (X.shape[0], 3)
         return v, np.concatenate([g, np.zeros((X.shape[0], X.shape[1] - 3))], axis=1)
 
+    def color(X, C, S):
+        v, g = L.color_loss(X, L.style_target(S))
+        assert g.shape == (X.shape[0], 3)
+        return v, np.concatenate([g, np.zeros((X.shape[0], X.shape[1] - 3))], axis=1)
+
     def content(X, C, S):
         return L.content_loss(X, L.content_target(C), preset)
 
     def total(X, C, S):
-        v, g, _ = L.total_loss(X, L.content_target(C), L.style_target(S), preset, a)
+        v, g, _ = L.total_loss(X, L.content_target(C), L.style_target(S), preset, a,
+                               color_weight=w)
         return v, g
 
-    return {"remd": remd, "moment": moment, "palette": palette, "content": content,
-            "total": total}
+    return {"remd": remd, "moment": moment, "palette": palette, "color": color,
+            "content": content, "total": total}
 
 
 def _fd_check(f, X, C, S, full):
@@ -133,10 +140,10 @@ def _fd_check(f, X, C, S, full):
 
 @pytest.mark.parametrize("mode", ["rows", "cols"])
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("term", ["remd", "moment", "palette", "content", "total"])
+@pytest.mark.parametrize("term", ["remd", "moment", "palette", "color", "content", "total"])
 def test_gradient_matches_finite_differences(term, preset, mode):
-    if term == "moment" and preset == "strotss":
-        pytest.skip("the moment loss does not depend on the preset")
+    if term in ("moment", "color") and preset == "strotss":
+        pytest.skip("the moment and colour losses do not depend on the preset")
     X, C, S = case(mode)
     _fd_check(_terms(preset)[term], X, C, S, full=True)
 
@@ -160,18 +167,37 @@ def test_remd_branches(mode):
 
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("a", [0.3, 4.0])
-def test_total_weighting(preset, a):
+@pytest.mark.parametrize("w", [0.0, 1.5])
+def test_total_weighting(preset, a, w):
     X, C, S = case("rows")
     st, ct = L.style_target(S), L.content_target(C)
-    v, g, t = L.total_loss(X, ct, st, preset, a)
-    assert set(t) == {"content", "remd", "moment", "palette"}
+    v, g, t = L.total_loss(X, ct, st, preset, a, color_weight=w)
+    assert set(t) == {"content", "remd", "moment", "palette", "color"}
     assert all(type(x) is float for x in t.values())
+    assert t["color"] > 0
     if preset == "paper":
-        want = (a * t["content"] + t["moment"] + t["remd"] + t["palette"] / a) / (2 + a + 1 / a)
+        want = (a * t["content"] + t["moment"] + t["remd"] + t["palette"] / a
+                + w * t["color"]) / (2 + a + 1 / a)
     else:
-        want = (a * t["content"] + t["remd"] + t["moment"] + t["palette"] / max(a, 1)) / (a + 2)
+        want = (a * t["content"] + t["remd"] + t["moment"] + t["palette"] / max(a, 1)
+                + w * t["color"]) / (a + 2)
     assert float(v) == pytest.approx(want, rel=1e-12)
-    _fd_check(_terms(preset, a)["total"], X, C, S, full=False)
+    _fd_check(_terms(preset, a, w)["total"], X, C, S, full=False)
+
+
+def test_color_loss_is_the_moment_loss_of_the_rgb_columns():
+    """l_col compares the colours' mean and covariance only: 0 for any output whose three
+    colour columns have the style's statistics, whatever its other columns."""
+    X, C, S = case("cols")
+    v, g = L.color_loss(X, L.style_target(S))
+    want, _ = L.moment_loss(X[:, :3], L.style_target(S[:, :3]))
+    assert float(v) == pytest.approx(float(want), rel=1e-12)
+    Y = X.copy()
+    Y[:, :3] = S[:N, :3]  # N rows of the style's colours, M = N rows of a style
+    assert float(L.color_loss(Y, L.style_target(S[:N]))[0]) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="color_weight"):
+        L.total_loss(X, L.content_target(C), L.style_target(S), "strotss", 2.0,
+                     color_weight=-1.0)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -300,8 +326,10 @@ def test_other_namespaces_match_numpy(preset, mode, namespace):
         (L.remd_style_loss(X, st), L.remd_style_loss(Xs, sts)),
         (L.moment_loss(X, st), L.moment_loss(Xs, sts)),
         (L.palette_loss(X, st, preset), L.palette_loss(Xs, sts, preset)),
+        (L.color_loss(X, st), L.color_loss(Xs, sts)),
         (L.content_loss(X, ct, preset), L.content_loss(Xs, cts, preset)),
-        (L.total_loss(X, ct, st, preset, 1.5)[:2], L.total_loss(Xs, cts, sts, preset, 1.5)[:2]),
+        (L.total_loss(X, ct, st, preset, 1.5, color_weight=0.7)[:2],
+         L.total_loss(Xs, cts, sts, preset, 1.5, color_weight=0.7)[:2]),
     ]
     for (v, g), (vs, gs) in pairs:
         assert isinstance(gs, type(Xs)) and isinstance(vs, type(Xs)) and vs.shape == ()
@@ -313,7 +341,7 @@ def test_other_namespaces_match_numpy(preset, mode, namespace):
 # torch autograd of the same formulas
 
 
-def _torch_terms(torch, X, C, S, preset, a):
+def _torch_terms(torch, X, C, S, preset, a, w=0.8):
     eps = L.EPS
 
     def dcos(A, B):
@@ -340,11 +368,15 @@ def _torch_terms(torch, X, C, S, preset, a):
         return Dm / Dm.sum(0, keepdim=True)
 
     l_c = (selfsim(X) - selfsim(C)).abs().sum() / (n * n if preset == "paper" else n)
+    cov3_x = (x - x.mean(0)).T @ (x - x.mean(0)) / n
+    cov3_s = (s - s.mean(0)).T @ (s - s.mean(0)) / S.shape[0]
+    l_col = (x.mean(0) - s.mean(0)).abs().sum() / 3 + (cov3_x - cov3_s).abs().sum() / 9
     if preset == "paper":
-        total = (a * l_c + l_m + l_r + l_p / a) / (2 + a + 1 / a)
+        total = (a * l_c + l_m + l_r + l_p / a + w * l_col) / (2 + a + 1 / a)
     else:
-        total = (a * l_c + l_r + l_m + l_p / max(a, 1.0)) / (a + 2)
-    return {"content": l_c, "remd": l_r, "moment": l_m, "palette": l_p, "total": total}
+        total = (a * l_c + l_r + l_m + l_p / max(a, 1.0) + w * l_col) / (a + 2)
+    return {"content": l_c, "remd": l_r, "moment": l_m, "palette": l_p, "color": l_col,
+            "total": total}
 
 
 @pytest.mark.parametrize("mode", ["rows", "cols"])
@@ -354,7 +386,7 @@ def test_matches_torch_autograd(preset, mode):
     a = 1.3
     X, C, S = case(mode)
     ours = _terms(preset, a)
-    for name in ("content", "remd", "moment", "palette", "total"):
+    for name in ("content", "remd", "moment", "palette", "color", "total"):
         Xt = torch.tensor(X, dtype=torch.float64, requires_grad=True)
         ref = _torch_terms(torch, Xt, torch.tensor(C), torch.tensor(S), preset, a)[name]
         (gt,) = torch.autograd.grad(ref, Xt)

@@ -21,30 +21,33 @@ def _images(rng):
     return content, style, image
 
 
-def _objective(engine, preset, weight, rng, samples=256):
+def _objective(engine, preset, weight, rng, samples=256, color=0.0):
     content, style, image = _images(rng)
     columns = style_hypercolumns(engine, style, preset, 300, rng).copy()
-    objective = Objective(engine, content, losses.style_target(columns), preset, weight, samples)
+    objective = Objective(engine, content, losses.style_target(columns), preset, weight, samples,
+                          color_weight=color)
     ys, xs = grid_locations(H, W, samples, rng)
     objective.set_locations(ys, xs)
     return objective, content, columns, image, ys, xs
 
 
-@pytest.mark.parametrize("preset,weight", [("paper", 1024.0), ("paper", 3.0), ("strotss", 2.0),
-                                           ("strotss", 0.5)])
-def test_objective_matches_torch_autograd(device_engine, torch_vgg64, preset, weight, rng):
+@pytest.mark.parametrize("preset,weight,color", [("paper", 1024.0, 0.0), ("paper", 3.0, 2.0),
+                                                 ("strotss", 2.0, 1.0), ("strotss", 0.5, 0.0)])
+def test_objective_matches_torch_autograd(device_engine, torch_vgg64, preset, weight, color, rng):
     from ostransfer.research import torch_reference as tr
     from ostransfer.arrays import to_numpy
 
-    objective, content, style_columns, image, ys, xs = _objective(device_engine, preset, weight, rng)
+    objective, content, style_columns, image, ys, xs = _objective(device_engine, preset, weight,
+                                                                  rng, color=color)
     style_columns = to_numpy(style_columns)
     value, grad, terms = objective(image)
     grad = to_numpy(grad).copy()
     content_columns = tr.image_hypercolumns(torch_vgg64, content.astype(np.float64), ys, xs, preset)
     ref_value, ref_grad, ref_terms = tr.objective(torch_vgg64, image.astype(np.float64),
                                                   content_columns, style_columns.astype(np.float64),
-                                                  ys, xs, preset, weight)
+                                                  ys, xs, preset, weight, color)
     assert value == pytest.approx(ref_value, rel=1e-5)
+    assert set(terms) | {"total"} == set(ref_terms)
     for name, term in terms.items():
         assert term == pytest.approx(ref_terms[name], rel=1e-4, abs=1e-9), name
     assert np.linalg.norm(grad - ref_grad) / np.linalg.norm(ref_grad) < 1e-4

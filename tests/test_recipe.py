@@ -31,6 +31,13 @@ def test_options_round_trip_through_the_recipe_dictionary():
     default = rc.options_dict(Options())
     assert default == rc.options_dict(Options(learning_rate=default["learning_rate"]))
     assert default["learning_rate"] == Options().step_size(last=False)
+    assert default["color_weight"] == Options().color > 0
+    assert default == rc.options_dict(Options(color_weight=default["color_weight"]))
+    # a recipe written before the colour term existed runs without it, as it did then
+    older = {k: v for k, v in default.items() if k not in ("color_weight", "final_detail")}
+    assert rc.recipe_options({"options": older}).color == 0.0
+    assert rc.recipe_options({"options": older}).final_detail == 0.0
+    assert default["final_detail"] == Options().final_detail > 0
     with pytest.raises(rc.RecipeError, match="does not know: 'sharpness'"):
         rc.options_from_dict({**values, "sharpness": 1})
 
@@ -107,7 +114,8 @@ def test_thorough_takes_the_reference_schedule_and_explicit_options_win(tmp_path
     options = rc.read_recipe(out)["options"]
     assert options["evaluations"] == [2]  # given explicitly (40 px: one scale)
     assert options["learning_rate"] == 1e-3 and options["pyramid_levels"] == 6
-    assert options["content_weight"] == 1.6
+    assert options["content_weight"] == 1.6 and options["color_weight"] == 0.0
+    assert options["final_detail"] == 0.0
     pixels = tmp_path / "pixels.png"
     assert invoke("stylize", CONTENT, STYLE, *ARGS, "--thorough", "--pyramid-levels", "0",
                   "-o", pixels).exit_code == 0
@@ -115,7 +123,8 @@ def test_thorough_takes_the_reference_schedule_and_explicit_options_win(tmp_path
     assert options["pyramid_levels"] == 0 and options["content_weight"] == 1.6
     heavier = tmp_path / "heavier.png"
     assert invoke("stylize", CONTENT, STYLE, *ARGS, "--thorough", "--content-weight", "3",
-                  "-o", heavier).exit_code == 0
+                  "--color-weight", "2", "-o", heavier).exit_code == 0
     assert rc.read_recipe(heavier)["options"]["content_weight"] == 3.0
+    assert rc.read_recipe(heavier)["options"]["color_weight"] == 2.0
     # RMSprop works on the pyramid it is given: another pyramid, another result
     assert np.abs(np.asarray(Image.open(out), float) - np.asarray(Image.open(pixels), float)).max() > 0

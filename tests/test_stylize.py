@@ -10,7 +10,9 @@ import ostransfer
 from ostransfer.files import sample_image
 from ostransfer.imaging.color import transfer_palette
 from ostransfer.imaging.io import load_pil
+from ostransfer.imaging.pyramid import finest_band
 from ostransfer.method.schedule import content_weights, initial_image, scale_sides
+from ostransfer.presets import DEFAULT_COLOR_WEIGHT
 from ostransfer.run.options import DEFAULT_LEARNING_RATE, Options
 from ostransfer.run.style_side import palette_start
 
@@ -34,8 +36,14 @@ def test_initial_image_is_style_mean_plus_content_detail(rng):
     assert start.shape == content.shape and start.dtype == np.float32
     assert np.abs(start.mean(axis=(0, 1)) - mean).max() < 0.05
     assert initial_image(content, mean, None, last=False, init="content") == pytest.approx(content)
-    upsampled = initial_image(content, mean, np.full((16, 24, 3), 0.5, np.float32), last=True)
+    grey = np.full((16, 24, 3), 0.5, np.float32)
+    upsampled = initial_image(content, mean, grey, last=True)
     assert upsampled == pytest.approx(np.full_like(content, 0.5), abs=1e-6)
+    # final_detail: the last scale's start gets that fraction of the content's finest band
+    detailed = initial_image(content, mean, grey, last=True, final_detail=1.0)
+    assert np.array_equal(detailed, initial_image(content, mean, grey, last=False))
+    half = initial_image(content, mean, grey, last=True, final_detail=0.5)
+    assert half == pytest.approx(np.clip(0.5 + 0.5 * finest_band(content), 0, 1), abs=1e-6)
 
 
 def _sliced_w1(a: np.ndarray, b: np.ndarray, directions: int = 64) -> float:
@@ -119,6 +127,14 @@ def test_learning_rate_and_palette_weight_shape_the_result(stylizer):
                             **base).tobytes() == first
     assert stylizer.stylize(CONTENT, STYLE, learning_rate=1e-2, **base).tobytes() != first
     assert stylizer.stylize(CONTENT, STYLE, palette_weight=3.0, **base).tobytes() != first
+    # the colour term: on by default in strotss, off in paper; 0 turns it off
+    assert Options().color == DEFAULT_COLOR_WEIGHT["strotss"] > 0
+    assert Options(preset="paper").color == 0.0 == DEFAULT_COLOR_WEIGHT["paper"]
+    assert stylizer.stylize(CONTENT, STYLE, color_weight=DEFAULT_COLOR_WEIGHT["strotss"],
+                            **base).tobytes() == first
+    assert stylizer.stylize(CONTENT, STYLE, color_weight=0.0, **base).tobytes() != first
+    # the content's detail added at the last scale (of two here) too, by default
+    assert stylizer.stylize(CONTENT, STYLE, final_detail=0.0, **base).tobytes() != first
     assert Options().init == "palette"
     assert stylizer.stylize(CONTENT, STYLE, init="style", **base).tobytes() != first
     assert Options(learning_rate=1e-2).step_size(last=True) == 5e-3
@@ -154,6 +170,9 @@ def test_stylize_function_and_seed_changes_result(model_dir):
     (dict(learning_rate="fast"), "learning rate must be a positive number"),
     (dict(palette_weight=-0.5), "palette weight must be a non-negative number"),
     (dict(palette_weight=float("inf")), "palette weight must be a non-negative number"),
+    (dict(color_weight=-1.0), "color weight must be a non-negative number"),
+    (dict(final_detail="yes"), "final detail must be a non-negative number"),
+    (dict(final_detail=-0.5), "final detail must be a non-negative number"),
 ])
 def test_invalid_options_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

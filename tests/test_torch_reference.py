@@ -219,33 +219,33 @@ def _problem(seed, h=20, w=24, n=16, m=20):
     return rng, image, content, style, ys, xs, sys_, sxs
 
 
-@pytest.mark.parametrize("preset,weight", [("paper", 16.0), ("paper", 0.5), ("strotss", 2.0),
-                                           ("strotss", 0.5)])
-def test_objective_gradient_matches_finite_difference(vgg64, preset, weight):
+@pytest.mark.parametrize("preset,weight,color", [("paper", 16.0, 0.0), ("paper", 0.5, 1.5),
+                                                 ("strotss", 2.0, 1.0), ("strotss", 0.5, 0.0)])
+def test_objective_gradient_matches_finite_difference(vgg64, preset, weight, color):
     rng, image, content, style, ys, xs, sys_, sxs = _problem(7)
     c = tr.image_hypercolumns(vgg64, content, ys, xs, preset)
     s = tr.image_hypercolumns(vgg64, style, sys_, sxs, preset)
-    loss, grad, terms = tr.objective(vgg64, image, c, s, ys, xs, preset, weight)
+    loss, grad, terms = tr.objective(vgg64, image, c, s, ys, xs, preset, weight, color)
     assert grad.shape == image.shape and grad.dtype == np.float64
-    assert set(terms) == {"content", "moment", "remd", "palette", "total"}
+    assert set(terms) == {"content", "moment", "remd", "palette", "color", "total"}
     assert terms["total"] == loss
     # total equals the preset's formula of the terms
-    a = weight
+    a, w = weight, color
     if preset == "paper":
-        expected = (a * terms["content"] + terms["moment"] + terms["remd"] + terms["palette"] / a) / (
-            2 + a + 1 / a)
+        expected = (a * terms["content"] + terms["moment"] + terms["remd"] + terms["palette"] / a
+                    + w * terms["color"]) / (2 + a + 1 / a)
     else:
-        expected = (a * terms["content"] + terms["remd"] + terms["moment"] + terms["palette"] / max(a, 1)) / (
-            a + 2)
+        expected = (a * terms["content"] + terms["remd"] + terms["moment"]
+                    + terms["palette"] / max(a, 1) + w * terms["color"]) / (a + 2)
     assert loss == pytest.approx(expected, rel=1e-12)
-    assert tr.combine(terms, preset, weight) == pytest.approx(loss, rel=1e-12)
+    assert tr.combine(terms, preset, weight, color) == pytest.approx(loss, rel=1e-12)
     assert all(v > 0 for v in terms.values())
 
     direction = rng.standard_normal(image.shape)
     direction /= np.linalg.norm(direction)
     step = 1e-5
-    plus = tr.objective(vgg64, image + step * direction, c, s, ys, xs, preset, weight)[0]
-    minus = tr.objective(vgg64, image - step * direction, c, s, ys, xs, preset, weight)[0]
+    plus = tr.objective(vgg64, image + step * direction, c, s, ys, xs, preset, weight, color)[0]
+    minus = tr.objective(vgg64, image - step * direction, c, s, ys, xs, preset, weight, color)[0]
     numeric = (plus - minus) / (2 * step)
     analytic = float(np.sum(grad * direction))
     assert abs(numeric - analytic) <= 1e-6 * abs(analytic) + 1e-12, (numeric, analytic)

@@ -121,6 +121,7 @@ def print_compare(report: dict) -> None:
     out = _stdout()
     s = report["settings"]
     out.print(f"compare: {s['preset']} preset, {s['width']}x{s['height']} px, a = {s['content_weight']:g}, "
+              f"colour weight {s.get('color_weight', 0.0):g}, "
               f"N = {s['samples']}, M = {s['style_samples']}, seed {s['seed']}, "
               f"{s['threads']} threads; reference: {s['reference']}")
     for point in report["agreement"]:
@@ -189,6 +190,8 @@ def compare(
     size: int = typer.Option(128, help="long side of the output, px"),
     preset: str = typer.Option(DEFAULT_PRESET, help="paper or strotss"),
     content_weight: Optional[float] = typer.Option(None, help="content weight a (default: the preset's)"),
+    color_weight: Optional[float] = typer.Option(None, help="weight of the colour term (default: the "
+                                                 "preset's, as in stylize)"),
     samples: int = typer.Option(1024, help="output hypercolumns per sample set (N)"),
     style_samples: int = typer.Option(5000, help="style hypercolumns (M)"),
     evaluations: int = typer.Option(30, help="evaluations of the optimisation run (0: no run)"),
@@ -228,7 +231,8 @@ def compare(
             raise UsageError(f"{plot}: the plot is written as PNG; use a .png name")
         try:
             report = run_compare(content, style, CompareSettings(
-                size=size, preset=preset, content_weight=content_weight, samples=samples,
+                size=size, preset=preset, content_weight=content_weight,
+                color_weight=color_weight, samples=samples,
                 style_samples=style_samples, evaluations=evaluations, per_round=per_round,
                 repeat=repeat, seed=seed, threads=threads, memory=memory, plot=plot,
                 run_dtype=run_dtype), log=_logger(quiet))

@@ -15,7 +15,7 @@ from ..files import sample_image
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
 from ..imaging.grid import labelled_row
 from ..imaging.io import load_pil
-from ..presets import DEFAULT_CONTENT_WEIGHT, thorough_options
+from ..presets import DEFAULT_COLOR_WEIGHT, DEFAULT_CONTENT_WEIGHT, thorough_options
 from ..run import checkpoint as ckpt
 from ..run.job import Job, Names, prepare
 from ..run.options import DEFAULT_LEARNING_RATE, Options
@@ -163,6 +163,11 @@ def stylize(
     palette_weight: Optional[float] = typer.Option(
         None, help="weight of the palette (RGB) term (default: the preset's, paper 1/a, "
                    "strotss 1/max(a, 1), a the content weight)", rich_help_panel=STYLE),
+    color_weight: Optional[float] = typer.Option(
+        None, help=f"weight of the colour term, the mean and covariance of the painting's "
+                   f"colours (default: paper {DEFAULT_COLOR_WEIGHT['paper']:g}, strotss "
+                   f"{DEFAULT_COLOR_WEIGHT['strotss']:g}; 0: the preset's own formula)",
+        rich_help_panel=STYLE),
     style_weight: Optional[str] = typer.Option(
         None, metavar="W1,W2,...", help="with several style images: how much of each, "
                                         "comma-separated (normalised; default equal)",
@@ -175,6 +180,11 @@ def stylize(
         None, help="the start image: palette (the content in the style's colours; the "
                    "default), style (the style's mean colour + the content's detail) or "
                    "content (the content image)", rich_help_panel=STYLE),
+    final_detail: Optional[float] = typer.Option(
+        None, metavar="F", help=f"how much of the content's finest detail the last scale "
+                                f"starts with (the others get all of it; default "
+                                f"{Options.final_detail:g}; 0: the official code's start)",
+        rich_help_panel=STYLE),
     seed: int = typer.Option(0, help="random seed (same seed, same output)", rich_help_panel=STYLE),
     optimizer: str = typer.Option(Options.optimizer, help="rmsprop (the official code's), lbfgs "
                                   "(L-BFGS-B) or mlbfgs (multi-batch L-BFGS)",
@@ -193,9 +203,10 @@ def stylize(
         rich_help_panel=OPTIMISER),
     thorough: bool = typer.Option(
         False, "--thorough", help="the reference code's schedule: 200 steps at every scale at "
-                                  "its step size, a 6-level pyramid, its start image and content "
-                                  "weight (about five times the default's time; options given "
-                                  "explicitly win)", rich_help_panel=OPTIMISER),
+                                  "its step size, a 6-level pyramid, its start image, content "
+                                  "weight and objective (no colour term; about five times the "
+                                  "default's time; options given explicitly win)",
+        rich_help_panel=OPTIMISER),
     device: str = typer.Option("auto", help=DEVICE_HELP, rich_help_panel=OPTIMISER),
     content_guide: Optional[Path] = typer.Option(
         None, metavar="IMAGE", help="region guide of the content: colour-coded regions, each "
@@ -264,7 +275,8 @@ def stylize(
             preserve_color=_color(preserve_color, color_method), tile=tile,
             **_schedule(preset, thorough, content_weight=content_weight,
                         evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
-                        pyramid_levels=pyramid_levels, init=init))
+                        pyramid_levels=pyramid_levels, init=init,
+                        color_weight=color_weight, final_detail=final_detail))
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,

@@ -5,9 +5,9 @@ S (M, D) style hypercolumns; columns 0..2 are raw RGB in [0, 1].
 
 Every loss function returns ``(value, dX)``: ``value`` is a 0-d array of X's dtype (on X's
 device; ``float(value)`` brings it to the host), ``dX`` the gradient with respect to X.
-``palette_loss`` alone returns an (N, 3) gradient (the RGB columns only); ``total_loss``
-pads it. Style and content targets (``style_target``, ``content_target``) hold everything
-that does not depend on X and are built once per scale / per sample set.
+``palette_loss`` and ``color_loss`` return an (N, 3) gradient (the RGB columns only);
+``total_loss`` pads them. Style and content targets (``style_target``, ``content_target``)
+hold everything that does not depend on X and are built once per scale / per sample set.
 
 Conventions: cosine distance d_cos(v, w) = 1 - v.w / (max(|v|, eps) max(|w|, eps)) with
 eps = 1e-8; REMD gradients flow through the larger branch (the row branch on a tie) and the
@@ -216,19 +216,26 @@ def moment_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     X (N, D) -> (0-d value, dX (N, D)); one D x D x N product for Sigma(X), one N x D x D
     for the gradient.
     """
-    return _moment(X, style, xp=array_namespace(X))
+    return _moment(X, style.mean, style.cov, xp=array_namespace(X))
 
 
-def _moment(X: Array, style: StyleTarget, *, xp) -> tuple[Array, Array]:
-    """``moment_loss`` in the namespace xp."""
+def color_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
+    """l_col: ``moment_loss`` of the three RGB columns alone, against the style's RGB mean
+    and covariance (docs/algorithm.md §4.4b). X (N, D) -> (0-d value, dX_rgb (N, 3)), the
+    gradient w.r.t. the RGB columns only, as ``palette_loss``'s."""
+    return _moment(X[:, :3], style.mean[:3], style.cov[:3, :3], xp=array_namespace(X))
+
+
+def _moment(X: Array, mean: Array, cov: Array, *, xp) -> tuple[Array, Array]:
+    """``moment_loss`` of X (N, d) against a style mean (d,) and covariance (d, d)."""
     n, d = X.shape
     mu = _sum64(X, axis=0, scale=1.0 / n, xp=xp)  # a float32 mean down N rows drifts ~N ulps
     Xc = X - mu
     # divided after the product: scaling Xc by a rounded 1/sqrt(N) first would bias every
     # entry of Sigma(X) the same way, and sum |d_cov| with them
-    d_cov = xp.matmul(Xc.T, Xc) / n - style.cov
+    d_cov = xp.matmul(Xc.T, Xc) / n - cov
     sign_cov = xp.sign(d_cov)
-    d_mu = mu - style.mean
+    d_mu = mu - mean
     # the D^2 = 4.7M terms of |d_cov| summed in float64 (a float32 BLAS dot of them was
     # off by ~1e-6 relative)
     value = xp.astype(xp.sum(xp.abs(d_mu), dtype=xp.float64) / d
@@ -333,45 +340,50 @@ def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, 
     return value, _unit_backward(g_unit, unit, norm, mask, xp=xp)
 
 
-def _weights(preset: str, a: float, palette: float | None) -> tuple[float, float, float, float]:
-    """Weights of (content, remd, moment, palette) in the total, denominator included;
-    ``palette`` replaces the preset's palette factor (1/a, 1/max(a, 1)) when given."""
+def _weights(preset: str, a: float, palette: float | None, color: float
+             ) -> tuple[float, float, float, float, float]:
+    """Weights of (content, remd, moment, palette, colour) in the total, denominator
+    included; ``palette`` replaces the preset's palette factor (1/a, 1/max(a, 1)) when given."""
     if preset == "paper":
         den, factor = 2.0 + a + 1.0 / a, 1.0 / a
     else:
         den, factor = a + 2.0, 1.0 / max(a, 1.0)
-    return a / den, 1.0 / den, 1.0 / den, (factor if palette is None else palette) / den
+    return (a / den, 1.0 / den, 1.0 / den, (factor if palette is None else palette) / den,
+            color / den)
 
 
 def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str,
-               content_weight: float, palette_weight: float | None = None
-               ) -> tuple[Array, Array, dict[str, float]]:
+               content_weight: float, palette_weight: float | None = None,
+               color_weight: float = 0.0) -> tuple[Array, Array, dict[str, float]]:
     """The weighted total (docs/algorithm.md §4). X (N, D) -> (0-d value, dX (N, D), terms).
 
-    ``paper``:   (a l_c + l_m + l_r + l_p / a) / (2 + a + 1/a);
-    ``strotss``: (a l_c + l_r + l_m + l_p / max(a, 1)) / (a + 2);
-    ``palette_weight`` (>= 0), when given, replaces l_p's factor 1/a or 1/max(a, 1).
-    terms = {"content", "remd", "moment", "palette"} as Python floats (unweighted).
+    ``paper``:   (a l_c + l_m + l_r + l_p / a + w l_col) / (2 + a + 1/a);
+    ``strotss``: (a l_c + l_r + l_m + l_p / max(a, 1) + w l_col) / (a + 2);
+    with w = ``color_weight`` (0: the preset's own formula); ``palette_weight`` (>= 0), when
+    given, replaces l_p's factor 1/a or 1/max(a, 1).
+    terms = {"content", "remd", "moment", "palette", "color"} as Python floats (unweighted).
     """
     check_preset(preset)
     a = float(content_weight)
     if not a > 0:
         raise ValueError(f"content_weight must be > 0, got {content_weight!r}")
-    if palette_weight is not None and not palette_weight >= 0:
-        raise ValueError(f"palette_weight must be >= 0, got {palette_weight!r}")
+    for name, w in (("palette_weight", palette_weight), ("color_weight", color_weight)):
+        if w is not None and not w >= 0:
+            raise ValueError(f"{name} must be >= 0, got {w!r}")
     xp = array_namespace(X)
-    wc, wr, wm, wp = _weights(preset, a, palette_weight)
+    wc, wr, wm, wp, wl = _weights(preset, a, palette_weight, float(color_weight))
     # the content and REMD terms share X's unit rows and their backward pass
     unit, norm, mask = _normalise_rows(X, xp=xp)
     l_c, g_c = _content_unit_grad(X, unit, content, preset, xp=xp)
     l_r, g_r = _remd_unit_grad(unit, style, xp=xp)
-    l_m, g_m = _moment(X, style, xp=xp)
+    l_m, g_m = _moment(X, style.mean, style.cov, xp=xp)
     l_p, g_p = _palette(X, style, preset, xp=xp)
-    # combined in float64 and rounded once (in float32, seven roundings)
-    value = xp.astype(sum(w * xp.astype(t, xp.float64)
-                          for w, t in ((wc, l_c), (wr, l_r), (wm, l_m), (wp, l_p))), X.dtype)
+    l_l, g_l = _moment(X[:, :3], style.mean[:3], style.cov[:3, :3], xp=xp)
+    # combined in float64 and rounded once (in float32, nine roundings)
+    value = xp.astype(sum(w * xp.astype(t, xp.float64) for w, t in
+                          ((wc, l_c), (wr, l_r), (wm, l_m), (wp, l_p), (wl, l_l))), X.dtype)
     dX = _unit_backward(wc * g_c + wr * g_r, unit, norm, mask, xp=xp) + wm * g_m
-    dX[:, :3] += wp * g_p
+    dX[:, :3] += wp * g_p + wl * g_l
     terms = {"content": float(l_c), "remd": float(l_r), "moment": float(l_m),
-             "palette": float(l_p)}
+             "palette": float(l_p), "color": float(l_l)}
     return value, dX, terms

@@ -75,10 +75,11 @@ class Objective:
     def __init__(self, engine: VGGFeatures, content: Array,
                  style: losses.StyleTarget | list[Region], preset: str, content_weight: float,
                  samples: int = 1024, palette_weight: float | None = None,
-                 keep_content_maps: bool = True, tile: int | None = None):
+                 keep_content_maps: bool = True, tile: int | None = None,
+                 color_weight: float = 0.0):
         xp = engine.xp
         self.engine, self.preset, self.content_weight = engine, preset, float(content_weight)
-        self.palette_weight = palette_weight
+        self.palette_weight, self.color_weight = palette_weight, float(color_weight)
         self.content_image = xp.asarray(content, dtype=xp.float32)
         self.regions = [Region(style)] if isinstance(style, losses.StyleTarget) else list(style)
         self.samples = samples
@@ -164,7 +165,8 @@ class Objective:
         value, parts, terms = 0.0, [], {}
         for region, rows, content in zip(self.regions, self.rows, self.contents):
             v, d, t = losses.total_loss(hyper[rows], content, region.style, self.preset,
-                                        self.content_weight, self.palette_weight)
+                                        self.content_weight, self.palette_weight,
+                                        self.color_weight)
             value += float(v) * share
             parts.append(d * share if len(self.regions) > 1 else d)
             for name, term in t.items():

@@ -26,15 +26,15 @@ def content_weights(final_weight: float, scales: int) -> list[float]:
 
 
 def initial_image(content: np.ndarray, style_mean: np.ndarray, previous: np.ndarray | None,
-                  last: bool, init: str = "style", recoloured: np.ndarray | None = None
-                  ) -> np.ndarray:
+                  last: bool, init: str = "style", recoloured: np.ndarray | None = None,
+                  final_detail: float = 0.0) -> np.ndarray:
     """The starting image of a scale, (H, W, 3) float32 in [0, 1].
 
     Coarsest scale, by ``init``: ``style``, the style's mean colour (3,) or (H, W, 3) plus
     the content's finest band; ``content``, the content itself; ``palette``, ``recoloured``,
     the content already recoloured to the style's colours (``imaging.color.transfer_palette``).
-    Finer scales: the previous result upsampled, plus the content's finest band except at
-    the last scale."""
+    Finer scales: the previous result upsampled, plus the content's finest band; at the last
+    scale ``final_detail`` times that band (the official code adds none there: 0)."""
     height, width = content.shape[:2]
     if previous is None:
         if init == "palette":
@@ -47,4 +47,6 @@ def initial_image(content: np.ndarray, style_mean: np.ndarray, previous: np.ndar
         start = resize_array(previous, (width, height))
         if not last:
             start = start + finest_band(content)
+        elif final_detail:
+            start = start + np.float32(final_detail) * finest_band(content)
     return np.clip(start, 0.0, 1.0).astype(np.float32)

@@ -32,7 +32,7 @@ from ..method.objective import Objective, style_hypercolumns
 from ..method.sampling import grid_locations
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
-from ..presets import DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, check_preset
+from ..presets import DEFAULT_COLOR_WEIGHT, DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, check_preset
 from . import torch_reference as tr
 from .charts import line_chart
 from .host import host_info
@@ -40,7 +40,7 @@ from .measure import run_child, save_inputs, summary, temporary_folder, time_cal
 from .report import rel_diff
 from .torch_objective import SameSamples, TorchObjective, load_torch_vgg
 
-TERMS = ("content", "moment", "remd", "palette", "total")
+TERMS = ("content", "moment", "remd", "palette", "color", "total")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class CompareSettings:
     size: int = 128
     preset: str = DEFAULT_PRESET
     content_weight: float | None = None
+    color_weight: float | None = None  # None: the preset's default (presets.DEFAULT_COLOR_WEIGHT)
     samples: int = 1024
     style_samples: int = 5000
     evaluations: int = 30
@@ -74,9 +75,13 @@ class CompareSettings:
             else DEFAULT_CONTENT_WEIGHT[self.preset]
         if not weight > 0:
             raise ValueError(f"content weight must be positive, got {weight}")
+        color = DEFAULT_COLOR_WEIGHT[self.preset] if self.color_weight is None \
+            else float(self.color_weight)
+        if not color >= 0:
+            raise ValueError(f"color weight must be 0 or more, got {color}")
         if self.run_dtype not in ("float32", "float64"):
             raise ValueError(f"run dtype must be float32 or float64, got {self.run_dtype!r}")
-        return dataclasses.replace(self, content_weight=weight,
+        return dataclasses.replace(self, content_weight=weight, color_weight=color,
                                    threads=self.threads or len(os.sched_getaffinity(0)))
 
 
@@ -183,9 +188,10 @@ class Sides:
         self.content, self.style_feats, self.settings = content, style_feats, s
         self.vgg64 = load_torch_vgg(torch.float64)
         self.ours = Objective(_engine(s.threads), content, losses.style_target(style_feats),
-                              s.preset, s.content_weight, s.samples)
+                              s.preset, s.content_weight, s.samples,
+                              color_weight=s.color_weight)
         self.torch32 = TorchObjective(load_torch_vgg(torch.float32), content, style_feats,
-                                      s.preset, s.content_weight, s.samples)
+                                      s.preset, s.content_weight, s.samples, s.color_weight)
         self._style64 = style_feats.astype(np.float64)
         self._ys = self._xs = self._content64 = None
 
@@ -199,7 +205,8 @@ class Sides:
     def reference(self, image: np.ndarray) -> tuple[float, np.ndarray, dict[str, float]]:
         s = self.settings
         return tr.objective(self.vgg64, np.asarray(image, dtype=np.float64), self._content64,
-                            self._style64, self._ys, self._xs, s.preset, s.content_weight)
+                            self._style64, self._ys, self._xs, s.preset, s.content_weight,
+                            s.color_weight)
 
     def agreement(self, point: str, image: np.ndarray) -> dict[str, Any]:
         return agreement(point, image, self.ours, self.torch32, self.reference)
@@ -265,7 +272,8 @@ def _compare(content: Any, style: Any, s: CompareSettings,
         "settings": {"content": str(content) if isinstance(content, (str, Path)) else None,
                      "style": str(style) if isinstance(style, (str, Path)) else None,
                      "size": s.size, "width": width, "height": height, "preset": s.preset,
-                     "content_weight": s.content_weight, "samples": len(ys),
+                     "content_weight": s.content_weight, "color_weight": s.color_weight,
+                     "samples": len(ys),
                      "style_samples": s.style_samples, "seed": s.seed, "repeat": s.repeat,
                      "threads": s.threads, "reference": "torch_reference.objective, float64"},
         "agreement": points,
@@ -314,7 +322,8 @@ def _optimisation(sides: Sides, start: np.ndarray, s: CompareSettings,
                            "seed": s.seed + 1, "torch_dtype": s.run_dtype,
                            "sample_set_starts": list(range(1, s.evaluations + 1, s.per_round))}
     theirs = sides.torch32 if s.run_dtype == "float32" else TorchObjective(
-        sides.vgg64, sides.content, sides.style_feats, s.preset, s.content_weight, s.samples)
+        sides.vgg64, sides.content, sides.style_feats, s.preset, s.content_weight, s.samples,
+        s.color_weight)
     finals = {}
     for name, objective in (("ours", sides.ours), ("torch", theirs)):
         curve: list[float] = []

@@ -43,6 +43,7 @@ class TorchLosses:
         self.style = torch.as_tensor(np.asarray(style_feats), dtype=dtype, device=device)
         with torch.no_grad():
             self.style_mean, self.style_cov = tr.mean_covariance(self.style)
+            self.color_mean, self.color_cov = tr.mean_covariance(self.style[:, :3])
         self.content_sim: torch.Tensor | None = None
 
     def set_content(self, content_feats: torch.Tensor) -> None:
@@ -58,7 +59,9 @@ class TorchLosses:
                                                            self.content_sim, self.preset),
                 "moment": tr.moment_loss_from_statistics(x, self.style_mean, self.style_cov),
                 "remd": tr.remd_loss(x, self.style),
-                "palette": tr.palette_loss(x, self.style, self.preset)}
+                "palette": tr.palette_loss(x, self.style, self.preset),
+                "color": tr.moment_loss_from_statistics(x[:, :3], self.color_mean,
+                                                        self.color_cov)}
 
 
 class TorchObjective:
@@ -71,10 +74,11 @@ class TorchObjective:
     """
 
     def __init__(self, vgg: tr.TorchVGG16, content: np.ndarray, style_feats: Any, preset: str,
-                 content_weight: float, samples: int = 1024):
+                 content_weight: float, samples: int = 1024, color_weight: float = 0.0):
         if not content_weight > 0:
             raise ValueError("content_weight must be positive")
         self.vgg, self.preset, self.content_weight = vgg, preset, float(content_weight)
+        self.color_weight = float(color_weight)
         self.losses = TorchLosses(style_feats, preset, vgg.dtype, vgg.kernels[0].device)
         self.content = np.asarray(content)
         self.height, self.width = self.content.shape[:2]
@@ -98,7 +102,7 @@ class TorchObjective:
             maps = self.vgg(img.permute(2, 0, 1).unsqueeze(0))
             x = tr.hypercolumns(img, maps, self.ys, self.xs, self.preset)
             terms = self.losses.terms(x)
-            loss = tr.combine(terms, self.preset, self.content_weight)
+            loss = tr.combine(terms, self.preset, self.content_weight, self.color_weight)
             (grad,) = torch.autograd.grad(loss, img)
         values = {k: float(v.detach()) for k, v in terms.items()}
         values["total"] = float(loss.detach())

@@ -14,7 +14,8 @@ Public API
 - ``hypercolumns(image_hwc, maps, ys, xs, preset)`` -> (N, D) tensor.
 - ``image_hypercolumns(vgg, image_hwc, ys, xs, preset)`` -> (N, D) tensor, under no_grad.
 - ``cosine_distance_matrix``, ``euclidean_distance_matrix``, ``remd``, ``remd_loss``,
-  ``moment_loss``, ``palette_loss``, ``content_loss``, ``combine``, ``total_loss``.
+  ``moment_loss``, ``palette_loss``, ``color_loss``, ``content_loss``, ``combine``,
+  ``total_loss``.
 - ``mean_covariance``, ``moment_loss_from_statistics``, ``self_similarity``,
   ``content_loss_from_similarity``: the moment and content terms from precomputed style
   statistics / self-similarity matrices (``torch_objective`` precomputes the constant ones).
@@ -41,13 +42,14 @@ from ..nets.vgg16 import IMAGENET_MEAN, IMAGENET_STD, LAYERS, hypercolumn_layers
 from ..presets import check_preset
 
 EPS = 1e-8
-# keys of the terms dict (as in method.losses): l_c, l_m, l_r, l_p of docs/algorithm.md §4
-TERM_NAMES = ("content", "moment", "remd", "palette")
+# keys of the terms dict (as in method.losses): l_c, l_m, l_r, l_p, l_col of docs/algorithm.md §4
+TERM_NAMES = ("content", "moment", "remd", "palette", "color")
 
 __all__ = [
     "EPS",
     "TERM_NAMES",
     "TorchVGG16",
+    "color_loss",
     "combine",
     "content_loss",
     "content_loss_from_similarity",
@@ -250,6 +252,11 @@ def palette_loss(x: torch.Tensor, s: torch.Tensor, preset: str) -> torch.Tensor:
     return remd(dist)
 
 
+def color_loss(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """l_col: ``moment_loss`` of the 3 RGB channels alone."""
+    return moment_loss(x[:, :3], s[:, :3])
+
+
 def self_similarity(a: torch.Tensor) -> torch.Tensor:
     """A (N, N): the cosine distances between the rows of a (N, D), each column divided by
     its sum."""
@@ -270,20 +277,22 @@ def content_loss(x: torch.Tensor, c: torch.Tensor, preset: str) -> torch.Tensor:
     return content_loss_from_similarity(self_similarity(x), self_similarity(c), preset)
 
 
-def combine(terms: dict[str, Any], preset: str, content_weight: float) -> Any:
-    """The preset's total from the terms content (l_c), moment (l_m), remd (l_r) and
-    palette (l_p), tensors or floats."""
-    a = float(content_weight)
-    l_c, l_m, l_r, l_p = (terms[k] for k in TERM_NAMES)
+def combine(terms: dict[str, Any], preset: str, content_weight: float,
+            color_weight: float = 0.0) -> Any:
+    """The preset's total from the terms content (l_c), moment (l_m), remd (l_r), palette
+    (l_p) and colour (l_col, weighed by ``color_weight``), tensors or floats."""
+    a, w = float(content_weight), float(color_weight)
+    l_c, l_m, l_r, l_p, l_col = (terms[k] for k in TERM_NAMES)
     if check_preset(preset) == "paper":
-        return (a * l_c + l_m + l_r + l_p / a) / (2.0 + a + 1.0 / a)
-    return (a * l_c + l_r + l_m + l_p / max(a, 1.0)) / (a + 2.0)
+        return (a * l_c + l_m + l_r + l_p / a + w * l_col) / (2.0 + a + 1.0 / a)
+    return (a * l_c + l_r + l_m + l_p / max(a, 1.0) + w * l_col) / (a + 2.0)
 
 
 def total_loss(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, preset: str,
-               content_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(L, {"content", "moment", "remd", "palette"} unweighted term tensors) for output X,
-    content C, style S."""
+               content_weight: float, color_weight: float = 0.0
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(L, {"content", "moment", "remd", "palette", "color"} unweighted term tensors) for
+    output X, content C, style S."""
     if content_weight <= 0:
         raise ValueError("content_weight must be positive")
     c = c.detach()
@@ -293,8 +302,9 @@ def total_loss(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, preset: str,
         "moment": moment_loss(x, s),
         "remd": remd_loss(x, s),
         "palette": palette_loss(x, s, preset),
+        "color": color_loss(x, s),
     }
-    return combine(terms, preset, content_weight), terms
+    return combine(terms, preset, content_weight, color_weight), terms
 
 
 # ---------------------------------------------------------------------------------------
@@ -309,14 +319,14 @@ def _feature_tensor(vgg: TorchVGG16, feats: Any) -> torch.Tensor:
 
 
 def objective(vgg: TorchVGG16, image_hwc: np.ndarray, content_feats: Any, style_feats: Any,
-              ys: Any, xs: Any, preset: str, content_weight: float
+              ys: Any, xs: Any, preset: str, content_weight: float, color_weight: float = 0.0
               ) -> tuple[float, np.ndarray, dict[str, float]]:
     """Total loss of the (H, W, 3) image, its gradient dL/dimage (H, W, 3) and the terms.
 
     content_feats: C (N, D), the content hypercolumns at the same (ys, xs);
     style_feats: S (M, D). Computed in the dtype of ``vgg``; the gradient comes back as a
-    numpy array of that dtype. terms: content, moment, remd, palette (unweighted) and
-    total, as floats.
+    numpy array of that dtype. terms: content, moment, remd, palette, color (unweighted)
+    and total, as floats.
     """
     img = _image_tensor(vgg, image_hwc, requires_grad=True)
     c = _feature_tensor(vgg, content_feats)
@@ -328,7 +338,7 @@ def objective(vgg: TorchVGG16, image_hwc: np.ndarray, content_feats: Any, style_
             raise ValueError(f"content hypercolumns {tuple(c.shape)} do not match {tuple(x.shape)}")
         if s.ndim != 2 or s.shape[1] != x.shape[1]:
             raise ValueError(f"style hypercolumns {tuple(s.shape)} do not have D = {x.shape[1]}")
-        loss, terms = total_loss(x, c, s, preset, content_weight)
+        loss, terms = total_loss(x, c, s, preset, content_weight, color_weight)
         (grad,) = torch.autograd.grad(loss, img)
     out_terms = {k: float(v.detach()) for k, v in terms.items()}
     out_terms["total"] = float(loss.detach())

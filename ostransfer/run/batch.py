@@ -35,7 +35,8 @@ OPTION_NAMES = {f.name for f in dataclasses.fields(Options)}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHORT = {"content_weight": "a", "size": "s", "preset": "p",
           "learning_rate": "lr", "evaluations": "ev", "optimizer": "opt",
-          "palette_weight": "pw", "pyramid_levels": "lv", "style_weights": "sw"}
+          "palette_weight": "pw", "pyramid_levels": "lv", "style_weights": "sw",
+          "color_weight": "cl"}
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import numpy as np
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
 from ..method.schedule import scale_sides
 from ..method.tiles import ALIGN as TILE_ALIGN
-from ..presets import (DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET, DEFAULT_SAMPLES,
-                       DEFAULT_STYLE_SAMPLES, check_preset)
+from ..presets import (DEFAULT_COLOR_WEIGHT, DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET,
+                       DEFAULT_SAMPLES, DEFAULT_STYLE_SAMPLES, check_preset)
 
 OPTIMIZERS = ("rmsprop", "lbfgs", "mlbfgs")
 INITS = ("style", "content", "palette")
@@ -39,12 +39,16 @@ class Options:
     per_round: int = 50  # L-BFGS-B evaluations (mlbfgs: iterations) per sample set
     learning_rate: float | None = None  # RMSprop's step size (half at the last scale); None: default
     palette_weight: float | None = None  # the palette term's factor; None: the preset's
+    color_weight: float | None = None  # the colour term's weight; None: the preset's default
     pyramid_levels: int = 5  # the optimiser's variables: a Laplacian pyramid of this many levels; 0: pixels
     samples: int = DEFAULT_SAMPLES  # N, output/content hypercolumns per sample set
     style_samples: int = DEFAULT_STYLE_SAMPLES  # M, style hypercolumns per scale
     # the coarsest scale's start: "style" (the style's mean colour + the content's detail),
     # "content" (the content image) or "palette" (the content in the style's colours)
     init: str = "palette"
+    # how much of the content's finest band the last scale's start gets (every other finer
+    # scale gets all of it); 0: the official code's start there, the coarser result alone
+    final_detail: float = 0.5
     seed: int = 0
     style_weights: Sequence[float] | None = None  # one per style image; None: equal weights
     preserve_color: bool | str = False  # True, "luminance" or "statistics": keep the content's colours
@@ -60,9 +64,11 @@ class Options:
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose one of {', '.join(INITS)}")
         self._check_integers()
+        _check_number("final detail", self.final_detail, zero=True)
         _check_weight(self.content_weight)
         _check_number("learning rate", self.learning_rate, zero=False)
         _check_number("palette weight", self.palette_weight, zero=True)
+        _check_number("color weight", self.color_weight, zero=True)
         if self.style_weights is not None:
             _check_style_weights(self.style_weights)
         if self.tile is not None and (isinstance(self.tile, bool)
@@ -121,6 +127,12 @@ class Options:
     def final_weight(self) -> float:
         """The content weight of the last scale: the given one, or the preset's default."""
         return self.content_weight if self.content_weight is not None else DEFAULT_CONTENT_WEIGHT[self.preset]
+
+    @property
+    def color(self) -> float:
+        """The colour term's weight: the given one, or the preset's default."""
+        return float(DEFAULT_COLOR_WEIGHT[self.preset] if self.color_weight is None
+                     else self.color_weight)
 
     def step_size(self, last: bool) -> float:
         """RMSprop's learning rate at a scale: the given one or the default, half at the last."""

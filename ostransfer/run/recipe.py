@@ -57,6 +57,7 @@ def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     opts["evaluations"] = _plain(options.budgets(len(scale_sides(options.size))))
     opts["content_weight"] = float(options.final_weight)
     opts["learning_rate"] = float(options.step_size(last=False))
+    opts["color_weight"] = options.color
     fractions = options.style_fractions(styles)
     opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
     opts["preserve_color"] = options.color_method or False
@@ -190,5 +191,7 @@ def recipe_inputs(recipe: dict[str, Any], where: str = "the recipe"
 
 
 def recipe_options(recipe: dict[str, Any]) -> Options:
-    """The Options a recipe records."""
-    return options_from_dict(recipe["options"])
+    """The Options a recipe records. A recipe records every option, so one without a colour
+    weight or final detail was written before they existed: it runs without them, as it
+    did then."""
+    return options_from_dict({"color_weight": 0.0, "final_detail": 0.0, **recipe["options"]})

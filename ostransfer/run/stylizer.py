@@ -264,7 +264,7 @@ class Stylizer:
             objective = Objective(self.engine, content, target, opts.preset, scale.weight,
                                   opts.samples, opts.palette_weight,
                                   keep_content_maps=keeps_content_maps(scale.content_size),
-                                  tile=opts.tile)
+                                  tile=opts.tile, color_weight=opts.color)
             first_round, done = (0, 0) if continued is None else (continued.rounds,
                                                                   continued.evaluations)
             tracker.resumed_at = tracker.evaluations = done
@@ -272,7 +272,8 @@ class Stylizer:
                 recoloured = palette_start(
                     content, styles, opts.style_fractions(len(styles)), guides,
                     scale.style_sizes[0]) if opts.init == "palette" and previous is None else None
-                image = initial_image(content, style_mean, previous, last, opts.init, recoloured)
+                image = initial_image(content, style_mean, previous, last, opts.init, recoloured,
+                                      opts.final_detail)
             log.debug("scale %d/%d: %d px, content weight %g, %d evaluations%s",
                       position + 1, len(run.plan), scale.side, scale.weight, scale.budget,
                       f" (continuing after {done})" if done else "")
@@ -321,11 +322,11 @@ def stylize(content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
     """Stylise once (the model stays loaded for later calls in the same process).
 
     style: one image or a list of them; content_guide and style_guide: region guides.
-    Options: size, preset ("paper" | "strotss"), content_weight, palette_weight, optimizer
-    ("rmsprop" | "lbfgs" | "mlbfgs"), evaluations (per scale), learning_rate, per_round,
-    pyramid_levels, samples, style_samples, init
-    ("style" | "content"), seed, style_weights (one per style image), preserve_color
-    (True, "luminance" or "statistics"). Returns a PIL RGB image."""
+    Options: size, preset ("paper" | "strotss"), content_weight, palette_weight,
+    color_weight, optimizer ("rmsprop" | "lbfgs" | "mlbfgs"), evaluations (per scale),
+    learning_rate, per_round, pyramid_levels, samples, style_samples, init ("palette" |
+    "style" | "content"), final_detail, seed, style_weights (one per style image), preserve_color (True,
+    "luminance" or "statistics"), tile. Returns a PIL RGB image."""
     return _default_stylizer(resolve_device(device)).stylize(
         content, style, content_guide=content_guide, style_guide=style_guide,
         progress=progress, **options)
