@@ -56,7 +56,8 @@ def _locations(rng):
 
 
 def _evaluate(engine, target, content, image, ys, xs, tile):
-    objective = Objective(engine, content, target, "strotss", 2.0, len(ys), tile=tile)
+    objective = Objective(engine, content, target, "strotss", 2.0, len(ys), tile=tile,
+                          color_weight=0.5)
     objective.set_locations(ys, xs)
     value, grad, terms = objective(image)
     return value, np.array(grad), terms
@@ -121,8 +122,12 @@ def test_a_tiled_run_gives_the_whole_image_run_and_its_recipe_says_so(model_dir,
     content, style = sample_image("content_chelsea.jpg"), sample_image("style_starry_night.jpg")
     # the style start (a flat image): with the palette start the same comparison measured
     # mean 0.20 levels, 0.8 % of pixels > 1 level, max 9 - more pixels whose first, sign-like
-    # RMSprop steps float32 rounding can flip; the start is held fixed to keep the check tight
-    small = dict(size=96, samples=128, style_samples=400, evaluations=3, init="style")
+    # RMSprop steps float32 rounding can flip; the start is held fixed to keep the check tight.
+    # No colour term: its gradient is sign(mu(X) - mu(S)) on every pixel, and a start with the
+    # style's mean colour sits on that kink, where float32 rounding picks the sign (mean 1.3
+    # levels apart with it); the tiled objective with it is checked exactly above
+    small = dict(size=96, samples=128, style_samples=400, evaluations=3, init="style",
+                 color_weight=0.0)
     stylizer = ostransfer.Stylizer(device="cpu")
     whole = np.asarray(stylizer.stylize(content, style, **small), dtype=np.int16)
     tiled = stylizer.stylize(content, style, tile=32, **small)
