@@ -36,7 +36,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SHORT = {"content_weight": "a", "size": "s", "preset": "p",
           "learning_rate": "lr", "evaluations": "ev", "optimizer": "opt",
           "palette_weight": "pw", "pyramid_levels": "lv", "style_weights": "sw",
-          "color_weight": "cl"}
+          "color_weight": "cl", "final_detail": "fd"}
 
 
 @dataclass(frozen=True)
