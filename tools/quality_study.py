@@ -91,7 +91,7 @@ def run_pair(stylizer: Stylizer, pair: str, args: argparse.Namespace, options: d
         # (the reference's cat + Great Wave, 512 x 340, resized to our 512 x 341: content
         # 0.675 -> 0.655, style 0.300 -> 0.311)
         reference = load_pil(anchor)
-        images.append(reference if reference.size == ours.size or args.reference_size == args.size
+        images.append(reference if args.reference_size == args.size
                       else resize(reference, ours.size))
     report = run_evaluate(load_pil(content), load_pil(style), images)
     row["ours"] = {k: report["images"][0][k] for k in ("content", "style", "colour", "chroma")}

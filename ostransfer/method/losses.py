@@ -223,7 +223,12 @@ def color_loss(X: Array, style: StyleTarget) -> tuple[Array, Array]:
     """l_col: ``moment_loss`` of the three RGB columns alone, against the style's RGB mean
     and covariance (docs/algorithm.md §4.4b). X (N, D) -> (0-d value, dX_rgb (N, 3)), the
     gradient w.r.t. the RGB columns only, as ``palette_loss``'s."""
-    return _moment(X[:, :3], style.mean[:3], style.cov[:3, :3], xp=array_namespace(X))
+    return _color(X, style, xp=array_namespace(X))
+
+
+def _color(X: Array, style: StyleTarget, *, xp) -> tuple[Array, Array]:
+    """``color_loss`` in the namespace xp (slices are views: nothing is copied)."""
+    return _moment(X[:, :3], style.mean[:3], style.cov[:3, :3], xp=xp)
 
 
 def _moment(X: Array, mean: Array, cov: Array, *, xp) -> tuple[Array, Array]:
@@ -378,7 +383,7 @@ def total_loss(X: Array, content: ContentTarget, style: StyleTarget, preset: str
     l_r, g_r = _remd_unit_grad(unit, style, xp=xp)
     l_m, g_m = _moment(X, style.mean, style.cov, xp=xp)
     l_p, g_p = _palette(X, style, preset, xp=xp)
-    l_l, g_l = _moment(X[:, :3], style.mean[:3], style.cov[:3, :3], xp=xp)
+    l_l, g_l = _color(X, style, xp=xp)
     # combined in float64 and rounded once (in float32, nine roundings)
     value = xp.astype(sum(w * xp.astype(t, xp.float64) for w, t in
                           ((wc, l_c), (wr, l_r), (wm, l_m), (wp, l_p), (wl, l_l))), X.dtype)

@@ -29,7 +29,7 @@ from PIL import Image
 
 from .._version import __version__
 from ..files import remove_stale_partials, write_atomic
-from .recipe import options_dict
+from .recipe import ADDED_OFF, options_dict
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def image_digest(image: Image.Image) -> str:
 # Options added after checkpoints were first written, with the value that means "as before":
 # an identity leaves them out at that value, so older checkpoints of the same run still match.
 LATER_OPTIONS = {"style_weights": None, "preserve_color": False, "pyramid_levels": 0,
-                 "learning_rate": None, "palette_weight": None, "tile": None,
-                 "color_weight": 0.0, "final_detail": 0.0}
+                 "learning_rate": None, "palette_weight": None, "tile": None, **ADDED_OFF}
 IMAGES = ("content", "style", "content_guide", "style_guide")
 
 

@@ -190,8 +190,12 @@ def recipe_inputs(recipe: dict[str, Any], where: str = "the recipe"
     return checked(inputs["content"]), [checked(s) for s in styles], guides
 
 
+# Options whose absence from a recorded run (a recipe, a checkpoint) means the value it ran
+# with before they existed: off, although their defaults are not.
+ADDED_OFF = {"color_weight": 0.0, "final_detail": 0.0}
+
+
 def recipe_options(recipe: dict[str, Any]) -> Options:
-    """The Options a recipe records. A recipe records every option, so one without a colour
-    weight or final detail was written before they existed: it runs without them, as it
-    did then."""
-    return options_from_dict({"color_weight": 0.0, "final_detail": 0.0, **recipe["options"]})
+    """The Options a recipe records. A recipe records every option, so one without an
+    ``ADDED_OFF`` option was written before it existed: it runs without it, as it did then."""
+    return options_from_dict({**ADDED_OFF, **recipe["options"]})
