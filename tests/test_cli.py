@@ -768,3 +768,50 @@ def test_progress_shows_evaluations_per_minute_and_the_scale_time_left():
     assert at(0, 3, 9.0) == "30 evals/min, scale 14 s left"  # 2 in 4 s, 7 to go
     assert at(1, 1, 20.0) == ""  # a new scale starts a new count
     assert at(1, 2, 32.0) == "5 evals/min, scale 36 s left"
+
+
+def test_a_large_run_checkpoints_by_default_continues_when_rerun_and_cleans_up(
+        tmp_path, model, monkeypatch):
+    """Above AUTO_CHECKPOINT_SIDE (lowered here to 32 px) a run saves its state in
+    <stem>.checkpoint; a Ctrl-C (sent after its first write) leaves it there, the same command
+    continues from it to the uninterrupted bytes and removes it; another run's state there is
+    refused, --overwrite starts over, --no-checkpoint writes none."""
+    monkeypatch.setattr(transfer, "AUTO_CHECKPOINT_SIDE", 32)
+    args = [CONTENT, STYLE, "--size", "40", "--evaluations", "6", *FAST, "--seed", "4",
+            "--checkpoint-every", "0"]
+    reference = tmp_path / "reference.png"
+    assert invoke("stylize", *args, "-o", reference, "--no-checkpoint").exit_code == 0
+    assert tree(tmp_path) == {"reference.png"}
+
+    out, folder = tmp_path / "out.png", tmp_path / "out.checkpoint"
+    save = ckpt.Checkpointer.save
+
+    def save_then_interrupt(self, state):
+        written = save(self, state)
+        if not state.complete and not getattr(self, "signalled", False):
+            self.signalled = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return written
+
+    monkeypatch.setattr(ckpt.Checkpointer, "save", save_then_interrupt)
+    stopped = invoke("stylize", *args, "-o", out)
+    assert stopped.exit_code == 130, stopped.output
+    assert f"rerun the same command to continue (its state is in {folder})" in stopped.stderr
+    assert not out.exists() and not ckpt.read(folder)[1].complete
+    monkeypatch.setattr(ckpt.Checkpointer, "save", save)
+
+    other = invoke("stylize", *args[:-4], "--seed", "5", *args[-2:], "-o", out)
+    assert other.exit_code == 2
+    assert one_error_line(other) == (f"{folder}: holds the checkpoint of another run, made with "
+                                     f"seed 4 (now 5); pass --overwrite to start over there, "
+                                     f"or --no-checkpoint")
+    resumed = invoke("stylize", *[a for a in args if a != "-q"], "-o", out)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"continuing the run saved in {folder}" in resumed.stderr
+    assert out.read_bytes() == reference.read_bytes() and not folder.exists()
+
+    assert invoke("stylize", *args, "-o", out, "--overwrite").exit_code == 0
+    assert out.read_bytes() == reference.read_bytes() and not folder.exists()
+    contradiction = invoke("stylize", *args, "-o", out, "--no-checkpoint", "--checkpoint", folder)
+    assert contradiction.exit_code == 2
+    assert one_error_line(contradiction) == "--no-checkpoint contradicts --checkpoint and --resume"

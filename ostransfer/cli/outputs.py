@@ -142,6 +142,11 @@ def tagged(out: Path, tag: str) -> Path:
     return out.with_name(fit_name(out.stem, f".{tag}{out.suffix}", name_limit(folder_of(out))))
 
 
+def default_checkpoint(out: Path) -> Path:
+    """The folder a run that names none checkpoints in: ``<stem>.checkpoint`` next to out."""
+    return out.with_name(fit_name(out.stem, ".checkpoint", name_limit(folder_of(out))))
+
+
 def numbered(path: Path) -> Iterator[Path]:
     """path, then ``<stem>-2<ext>``, ``<stem>-3<ext>``, ... (each fitted to the name limit)."""
     yield path

@@ -3,6 +3,7 @@ where the result goes, show progress and save; the run layer loads, checks and p
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -24,14 +25,17 @@ from ..run.recipe import make_recipe, read_recipe, recipe_inputs, recipe_options
 from ..run.stylizer import Interrupted, Stylizer, Unfinished
 from .common import (DEVICE_HELP, StopSignals, UsageError, check_number, clear_errors, err, fail,
                      parse_budgets, parse_floats, say)
-from .outputs import (check_checkpoint_folder, check_output, output_path, save_kept, save_result,
-                      start_output, tagged)
+from .outputs import (check_checkpoint_folder, check_output, default_checkpoint, output_path,
+                      save_kept, save_result, start_output, tagged)
 from .progress import ProgressDisplay
 
 app = typer.Typer()
 
 OUTPUT, STYLE, OPTIMISER, GUIDES, ROBUST = ("Output", "Style and content", "Optimiser",
                                             "Guides and colour", "Robustness")
+# Runs with a longer side than this save their state by default (in ``default_checkpoint``,
+# removed when the result is saved): from about ten minutes on two cores (README).
+AUTO_CHECKPOINT_SIDE = 1024
 
 
 def cli_names(content: Path, styles: Sequence[Path], content_guide: Path | None,
@@ -47,12 +51,15 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
                 checkpoint: Path | None = None, resume: Path | None = None,
                 every_minutes: float = 3.0, overwrite: bool = False,
                 content_guide: Path | None = None, style_guide: Path | None = None,
-                max_memory: int | None = None) -> Job:
-    """Every check of a stylize run, in the order a user meets the problems."""
+                max_memory: int | None = None, auto: bool = False) -> Job:
+    """Every check of a stylize run, in the order a user meets the problems. ``auto``: the
+    checkpoint folder is the default one, not named by the user (resumed when it holds
+    this run)."""
     check_number(every_minutes, "--checkpoint-every")
     folder = checkpoint or resume
     if folder is not None:
-        check_checkpoint_folder(folder, "--checkpoint" if checkpoint else "--resume", overwrite,
+        option = "checkpoint folder" if auto else "--checkpoint" if checkpoint else "--resume"
+        check_checkpoint_folder(folder, option, overwrite,
                                 resuming=resume is not None and folder == resume)
     try:
         return prepare(content, styles, options, device=device, content_guide=content_guide,
@@ -61,16 +68,26 @@ def prepare_job(device: str, content: Path, styles: list[Path], options: Options
                        names=cli_names(content, styles, content_guide, style_guide),
                        max_memory=max_memory)
     except ckpt.UnreadableCheckpoint as exc:
-        raise UsageError(f"{exc}; to start over, use --checkpoint {folder} --overwrite instead "
-                         f"of --resume") from None
+        start_over = "pass --overwrite to start over there" if auto else \
+            f"to start over, use --checkpoint {folder} --overwrite instead of --resume"
+        raise UsageError(f"{exc}; {start_over}") from None
+    except ckpt.OtherRun as exc:
+        if not auto:
+            raise
+        raise UsageError(f"{folder}: holds the checkpoint of another run, made with "
+                         f"{'; '.join(exc.differences)}; pass --overwrite to start over there, "
+                         f"or --no-checkpoint") from None
 
 
 def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path | None,
-            overwrite: bool = False, recipe: dict | None = None) -> None:
+            overwrite: bool = False, recipe: dict | None = None, auto: bool = False) -> None:
     """Run a prepared job and save its result (replacing a file only with ``overwrite``),
-    carrying ``recipe``; see the exit codes in ``common``."""
+    carrying ``recipe``; see the exit codes in ``common``. ``auto``: the checkpoint folder
+    is the default one, removed once the result is saved."""
     start_output(out)
     folder = job.checkpoint.folder if job.checkpoint is not None else None
+    if auto and job.resume is not None and not quiet:
+        say(f"continuing the run saved in {folder}")
     stylizer = None if job.finished else Stylizer(device=device)  # a Ctrl-C here: nothing to keep
     with StopSignals() as signals:
         if job.finished:
@@ -83,7 +100,7 @@ def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path |
                     result = stylizer.run_job(job, signals.watching(display))
             except Unfinished as stop:
                 signals.shield = True
-                _report_unfinished(stop, out, folder)
+                _report_unfinished(stop, out, folder, auto)
         signals.shield = True
         written, problem = save_result(result, out, overwrite, recipe)
     if problem is not None:
@@ -94,11 +111,13 @@ def run_job(device: str, job: Job, out: Path, quiet: bool, resume_folder: Path |
         kept = f"; the finished run is kept in {folder}: rerun with --resume {folder}" \
             if finished else ""
         fail(escape(f"{problem}; the result could not be saved{kept}"), 1)
+    if auto and folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
     if not quiet:
         say(f"saved {out}")
 
 
-def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None) -> None:
+def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None, auto: bool) -> None:
     """Keep the best image of a stopped run next to the output, say where, and exit."""
     interrupted = isinstance(stop, Interrupted)
     kept = problem = None
@@ -108,7 +127,9 @@ def _report_unfinished(stop: Unfinished, out: Path, folder: Path | None) -> None
     where = (f"the best image so far ({stop.side} px scale) is in {kept}" if kept
              else f"the best image so far could not be saved ({problem})" if problem
              else "no image was saved")
-    hint = f"; continue with --resume {folder}" if folder and ckpt.exists(folder) else ""
+    hint = "" if not (folder and ckpt.exists(folder)) else \
+        f"; rerun the same command to continue (its state is in {folder})" if auto else \
+        f"; continue with --resume {folder}"
     lost = getattr(stop, "lost", 0)
     if hint and lost:
         hint += (f" (the last {lost} evaluation{'s' if lost != 1 else ''}, since the last round"
@@ -230,6 +251,11 @@ def stylize(
         None, metavar="DIR", help="continue the interrupted run saved in DIR (same inputs and "
                                   "options; the result is the uninterrupted run's)",
         rich_help_panel=ROBUST),
+    no_checkpoint: bool = typer.Option(
+        False, "--no-checkpoint", help=f"save no state on the way (by default a run above "
+                                       f"{AUTO_CHECKPOINT_SIDE} px saves it in <OUT stem>."
+                                       f"checkpoint, continues from it when rerun, and removes "
+                                       f"it at the end)", rich_help_panel=ROBUST),
     checkpoint_every: float = typer.Option(3.0, metavar="MINUTES",
                                            help="checkpoint inside a scale this often",
                                            rich_help_panel=ROBUST),
@@ -254,6 +280,8 @@ def stylize(
     CPU. Ctrl-C stops at the next evaluation and saves the best image so far as
     OUT.interrupted-<side>px (exit code 130)."""
     with clear_errors():
+        if no_checkpoint and (checkpoint or resume):
+            raise UsageError("--no-checkpoint contradicts --checkpoint and --resume")
         if recipe is not None:
             if content is not None or style:
                 raise UsageError("--recipe takes the inputs from the recipe; give no CONTENT "
@@ -277,15 +305,20 @@ def stylize(
                         evaluations=parse_budgets(evaluations), learning_rate=learning_rate,
                         pyramid_levels=pyramid_levels, init=init,
                         color_weight=color_weight, final_detail=final_detail))
+        auto = checkpoint is None and resume is None and not no_checkpoint \
+            and options.size > AUTO_CHECKPOINT_SIDE
+        if auto:
+            checkpoint = default_checkpoint(out)
+            resume = checkpoint if ckpt.exists(checkpoint) and not overwrite else None
         device = resolve_device(device)
         job = prepare_job(device, content, list(style), options, checkpoint=checkpoint,
                           resume=resume, every_minutes=checkpoint_every, overwrite=overwrite,
                           content_guide=content_guide, style_guide=style_guide,
                           max_memory=None if max_memory is None
-                          else parse_memory(max_memory, "--max-memory "))
+                          else parse_memory(max_memory, "--max-memory "), auto=auto)
         made = make_recipe(content, list(style), job.options,
                            (content_guide, style_guide) if guides else None)
-        run_job(device, job, out, quiet, resume, overwrite, made)
+        run_job(device, job, out, quiet, resume, overwrite, made, auto)
 
 
 def _schedule(preset: str, thorough: bool, **given: Any) -> dict[str, Any]:

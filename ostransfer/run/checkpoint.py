@@ -50,6 +50,17 @@ class UnreadableCheckpoint(CheckpointError):
         self.path, self.reason = path, reason
 
 
+class OtherRun(CheckpointError):
+    """A checkpoint made with other inputs or options; ``differences`` names them, e.g.
+    ``seed 3 (now 0)``."""
+
+    def __init__(self, folder: str | os.PathLike, differences: list[str]):
+        super().__init__(f"{folder}: the checkpoint is of another run, made with "
+                         f"{'; '.join(differences)}; rerun with the same inputs and "
+                         f"options, or start over without --resume")
+        self.differences = differences
+
+
 @dataclass
 class RunState:
     """Where a run stands. ``scale`` is the index (in the run's plan) of the scale to do
@@ -203,9 +214,7 @@ def load(folder: str | os.PathLike, expected: dict[str, Any]) -> RunState:
     saved, state = read(folder)
     differences = _differences(saved, expected)
     if differences:
-        raise CheckpointError(f"{folder}: the checkpoint is of another run, made with "
-                              f"{'; '.join(differences)}; rerun with the same inputs and "
-                              f"options, or start over without --resume")
+        raise OtherRun(folder, differences)
     return state
 
 
