@@ -244,3 +244,34 @@ def test_sigterm_with_workers_ends_the_workers_too(tmp_path, model_dir):
     alive = [p for p in workers if os.path.exists(f"/proc/{p}") and
              open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
     assert alive == []
+
+
+def test_a_tile_chosen_for_memory_is_in_the_recipe_and_a_rerun_still_skips(tmp_path, model,
+                                                                           monkeypatch):
+    """A job that gives no tile, run where memory asks for tiles (the choice stubbed to cores
+    of 16 px): its result's recipe records the core it was read with, so --recipe remakes the
+    same bytes anywhere; a rerun still counts it done; a job that names another tile does not."""
+    from dataclasses import replace
+
+    from ostransfer.run import job as run_job
+    from ostransfer.run.recipe import read_recipe
+
+    shutil.copy(CONTENT, tmp_path / "cat.jpg")
+    shutil.copy(STYLE, tmp_path / "night.jpg")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"content": "cat.jpg", "style": "night.jpg", **FAST}) + "\n")
+    fit = run_job.fit_to_memory
+    monkeypatch.setattr(run_job, "fit_to_memory", lambda *a, **k: replace(fit(*a, **k), tile=16))
+    out = tmp_path / "out"
+    first = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json", "-q")
+    assert first.exit_code == 0, first.output
+    result = out / json.loads(first.stdout)["jobs"][0]["output"].split("/")[-1]
+    assert read_recipe(result)["options"]["tile"] == 16
+    again = invoke("batch", jobs, "-o", out, *SHARED, *ONE, "--json", "-q")
+    assert [j["status"] for j in json.loads(again.stdout)["jobs"]] == ["skipped"]
+    monkeypatch.setattr(run_job, "fit_to_memory", fit)  # the rerun reads with the recorded tile
+    remade = tmp_path / "remade.png"
+    assert invoke("stylize", "--recipe", result, "-o", remade, "-q").exit_code == 0
+    assert remade.read_bytes() == result.read_bytes()
+    assert not bt.already_done(result, {**read_recipe(result),
+                                        "options": {**read_recipe(result)["options"], "tile": 32}})

@@ -27,7 +27,7 @@ import numpy as np
 
 from .options import InputError, Options
 from .recipe import (RecipeError, make_recipe, options_dict, options_from_dict, read_recipe,
-                     recipe_text)
+                     read_with, recipe_text, same_run)
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +202,12 @@ def plan_batch(jobs: Sequence[BatchJob], shared: dict[str, Any], outdir: Path,
 
 def already_done(out: Path, recipe: dict[str, Any]) -> bool:
     """Whether ``out`` holds the result of exactly this recipe (same version, options and
-    input bytes)."""
+    input bytes; the tiles its run chose, when the job leaves them to memory)."""
     if not out.exists():
         return False
     try:
-        return read_recipe(out) == recipe
+        saved = read_recipe(out)
+        return saved is not None and same_run(saved, recipe)
     except RecipeError:
         return False
 
@@ -255,16 +256,16 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
         yield Outcome(job, out, "done", time.perf_counter() - start)
 
 
-Runner = Callable[[list], Iterator[tuple[int, Any, str, float]]]
+Runner = Callable[[list], Iterator[tuple[int, Any, str, float, "int | None"]]]
 
 
 def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
                    save: Callable[[np.ndarray, Path, dict], None], runner: Runner
                    ) -> Iterator[Outcome]:
     """``run_batch`` on many workers: ``runner`` takes the (job, options) pairs to run and
-    yields (index, result or None, error, seconds) as each finishes (``pool.run_pool``,
-    ``cluster.run_cluster``). Skipped jobs come first, then each job as it finishes;
-    ``save(result, out, recipe)`` writes one."""
+    yields (index, result or None, error, seconds, the tile core it read with) as each
+    finishes (``pool.run_pool``, ``cluster.run_cluster``). Skipped jobs come first, then each
+    job as it finishes; ``save(result, out, recipe)`` writes one, its recipe with the tile."""
     todo = []
     for item in _triage(planned):
         if isinstance(item, Outcome):
@@ -273,11 +274,11 @@ def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
             todo.append(item)
     if not todo:
         return
-    for index, result, error, seconds in runner([(j, o) for j, o, _, _ in todo]):
+    for index, result, error, seconds, tile in runner([(j, o) for j, o, _, _ in todo]):
         job, _, out, recipe = todo[index]
         if result is not None:
             try:
-                save(result, out, recipe)
+                save(result, out, read_with(recipe, tile))
             except OSError as exc:
                 error = str(exc)
         yield Outcome(job, out, "failed" if error else "done", seconds, error)

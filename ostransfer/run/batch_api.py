@@ -20,7 +20,7 @@ from .job import Names, prepare
 from .options import InputError, Options
 from .plan import Scale
 from .pool import Listener, run_pool
-from .recipe import save_with_recipe
+from .recipe import read_with, save_with_recipe
 from .stylizer import Progress, RunFailed, Stylizer
 
 Save = Callable[[np.ndarray, Path, dict], Any]  # writes one result with its recipe
@@ -57,7 +57,7 @@ class InProcess:
                 result = self.stylizer.run_job(prepared, progress)
         except RunFailed as exc:
             raise RuntimeError(str(exc)) from None
-        self.save(result, out, recipe)
+        self.save(result, out, read_with(recipe, prepared.options.tile))
 
 
 def pool_runner(cluster: str | None, workers: int, device: str, threads: int | None,

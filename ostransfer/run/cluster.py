@@ -33,17 +33,18 @@ class _Worker:
         self.stylizer = Stylizer(device=device, threads=threads)
 
     def run(self, index: int, content: np.ndarray, styles: list[np.ndarray], options: Options,
-            names: list[str]) -> tuple[int, np.ndarray | None, str, float]:
-        result, error, seconds = run_one_job(self.stylizer, content, styles, options,
-                                             self.device, names)
+            names: list[str]) -> tuple[int, np.ndarray | None, str, float, int | None]:
+        result, error, seconds, tile = run_one_job(self.stylizer, content, styles, options,
+                                                   self.device, names)
         pixels = None if result is None else np.asarray(from_array(result))
-        return index, pixels, error, seconds
+        return index, pixels, error, seconds, tile
 
 
 def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int | None = None,
-                device: str = "cpu", cpus: int = 1) -> Iterator[tuple[int, Any, str, float]]:
+                device: str = "cpu", cpus: int = 1
+                ) -> Iterator[tuple[int, Any, str, float, int | None]]:
     """Run (job, options) pairs on Ray actors; yields (index, result (H, W, 3) uint8 or
-    None, error, seconds) as each finishes. ``address``: "auto" (a running local Ray),
+    None, error, seconds, tile core or None) as each finishes. ``address``: "auto" (a running local Ray),
     "ray://HOST:PORT", or "local" (Ray already initialised by the caller, or a new local
     one). ``workers``: actors (default: the cluster's CPUs // cpus)."""
     ray = ray_module()
@@ -62,7 +63,7 @@ def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int
                     content = np.asarray(load_pil(job.content))
                     styles = [np.asarray(load_pil(s)) for s in job.styles]
                 except ValueError as exc:
-                    yield index, None, str(exc), 0.0
+                    yield index, None, str(exc), 0.0, None
                     continue
                 worker = free.pop()
                 pending[worker.run.remote(index, content, styles, options, job.names)] = worker
@@ -71,8 +72,7 @@ def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int
             done, _ = ray.wait(list(pending), num_returns=1)
             worker = pending.pop(done[0])
             free.append(worker)
-            index, pixels, error, seconds = ray.get(done[0])
-            yield index, pixels, error, seconds
+            yield ray.get(done[0])
     finally:
         for a in actors:
             ray.kill(a)

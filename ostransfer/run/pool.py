@@ -41,11 +41,12 @@ def _start(device: str, threads: int, reports: Any) -> None:
     _STYLIZER = Stylizer(device=device, threads=threads)
 
 
-Finished = tuple[int, Any, str, float]  # index, result (H, W, 3) or None, error, seconds
+Finished = tuple[int, Any, str, float, "int | None"]  # index, result (H, W, 3) or None,
+# error, seconds, the tile core the run read with (None: whole images)
 
 
 def _run(task: tuple[int, Any, Options, str]) -> Finished:
-    """(index, result or None, one-line error, seconds) of one job."""
+    """(index, result or None, one-line error, seconds, tile core) of one job."""
     index, job, options, device = task
 
     def report(share: float, p) -> None:
@@ -69,7 +70,7 @@ def run_pool(tasks: Sequence[tuple[Any, Options]], workers: int, device: str = "
              threads: int | None = None, listener: Listener | None = None
              ) -> Iterator[Finished]:
     """Run (job, options) pairs on ``workers`` processes; yields (index into tasks, result
-    (H, W, 3) float32 or None, error, seconds) as each finishes. ``listener`` hears of every
+    (H, W, 3) float32 or None, error, seconds, tile core or None) as each finishes. ``listener`` hears of every
     evaluation of every job, in a thread of this process. Closing the iterator (or a Ctrl-C
     in the caller) terminates the workers."""
     threads = threads or split_cores(workers)

@@ -110,6 +110,22 @@ def make_recipe(content: str | os.PathLike, styles: Sequence[str | os.PathLike],
             "options": options_dict(options, len(styles)), "inputs": inputs}
 
 
+def read_with(recipe: dict[str, Any], tile: int | None) -> dict[str, Any]:
+    """``recipe`` of a run whose job left the tiles to memory, with the core its run chose
+    (None: whole images, the recipe as it is)."""
+    if tile is None:
+        return recipe
+    return {**recipe, "options": {**recipe["options"], "tile": int(tile)}}
+
+
+def same_run(saved: dict[str, Any], recipe: dict[str, Any]) -> bool:
+    """Whether a result's ``saved`` recipe is that of a job with ``recipe``: equal, except
+    that a job which gives no tile takes the one its run chose for memory (``read_with``)."""
+    if "tile" not in recipe.get("options", {}) and isinstance(saved.get("options"), dict):
+        saved = {**saved, "options": {k: v for k, v in saved["options"].items() if k != "tile"}}
+    return saved == recipe
+
+
 def recipe_text(recipe: dict[str, Any]) -> str:
     """The canonical text of a recipe (sorted keys, no spaces): equal recipes, equal bytes."""
     return json.dumps(recipe, sort_keys=True, separators=(",", ":"))
