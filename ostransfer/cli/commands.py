@@ -1,7 +1,7 @@
 """The ``ostransfer`` command line (typer): one app per command group, joined here.
 
-``transfer`` (stylize, demo, sweep), ``models`` (fetch-model) and ``research`` (compare,
-score, bench) parse options and display; the run layer does the work. Exit codes are in
+``transfer`` (stylize, demo), ``sweep``, ``batch``, ``models`` (fetch-model) and ``research``
+(compare, score, evaluate, bench) parse options and display; the run layer does the work. Exit codes are in
 ``common``. The console script enters through ``ostransfer.cli.main``, which loads this.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import typer
 
-from . import batch, models, research, transfer
+from . import batch, models, research, sweep, transfer
 from .common import announce_model_setup
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Style transfer by relaxed optimal transport and self-similarity (STROTSS).")
-for group in (transfer.app, batch.app, models.app, research.app):
+for group in (transfer.app, sweep.app, batch.app, models.app, research.app):
     app.add_typer(group)
 
 
