@@ -38,6 +38,17 @@ def test_options_round_trip_through_the_recipe_dictionary():
     assert rc.recipe_options({"options": older}).color == 0.0
     assert rc.recipe_options({"options": older}).final_detail == 0.0
     assert default["final_detail"] == Options().final_detail > 0
+    # the content weight by side: at 512 px it gives the old rule's weights, so the recipe is
+    # as before; at other sizes it says so, and an older recipe at such a size keeps the old
+    # rule (the given weight at its last scale)
+    assert "weight_side" not in default and rc.options_dict(Options(size=2048))["weight_side"] == 512
+    assert rc.recipe_options({"options": default}).content_weights([64, 128, 256, 512]) == \
+        Options().content_weights([64, 128, 256, 512])
+    small = rc.options_dict(Options(size=256))
+    assert small["weight_side"] == 512
+    assert rc.options_from_dict(small).content_weights([64, 128, 256]) == [16.0, 8.0, 4.0]
+    small.pop("weight_side")
+    assert rc.recipe_options({"options": small}).content_weights([64, 128, 256]) == [8.0, 4.0, 2.0]
     with pytest.raises(rc.RecipeError, match="does not know: 'sharpness'"):
         rc.options_from_dict({**values, "sharpness": 1})
 

@@ -336,7 +336,7 @@ def test_tiny_and_thin_images_are_planned_or_refused():
     plan = plan_scales((1000, 200), (300, 300), opts)
     assert [s.side for s in plan] == [128, 256, 512]
     assert [s.index for s in plan] == [1, 2, 3]
-    final = opts.final_weight  # the full schedule's weights: 4, 2, 1 times the final one
+    final = opts.weight  # the weight at 512 px: 4, 2, 1 times it at 128, 256, 512 px
     assert [s.weight for s in plan] == [4 * final, 2 * final, final]
     assert all(min(s.content_size) >= MIN_SIDE for s in plan)
     # a thin style is enlarged where it would be too thin (it is only sampled)

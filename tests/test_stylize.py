@@ -26,7 +26,19 @@ def test_scale_schedule():
     assert scale_sides(600) == [64, 128, 256, 512, 600]
     assert scale_sides(64) == [64]
     assert scale_sides(40) == [40]
-    assert content_weights(2.0, 4) == [16.0, 8.0, 4.0, 2.0]
+    assert content_weights(2.0, [64, 128, 256, 512]) == [16.0, 8.0, 4.0, 2.0]
+    # the weight belongs to the side, not to the scale's place: a 256 px run holds the photo
+    # as the 256 px scale of a 512 px run does, a 2048 px run as futscdav/strotss's
+    assert content_weights(2.0, [64, 128, 256]) == [16.0, 8.0, 4.0]
+    assert content_weights(2.0, scale_sides(2048)) == [16.0, 8.0, 4.0, 2.0, 1.0, 0.5]
+    assert content_weights(2.0, [64, 128, 256], at=None) == [8.0, 4.0, 2.0]  # the old rule
+
+
+def test_default_budgets_fall_with_the_scale_and_rmsprop_takes_more_at_the_fine_ones():
+    assert Options(size=512).budgets(4) == [120, 74, 68, 42]
+    assert Options(size=2048).budgets(6) == [120, 74, 68, 42, 26, 20]
+    assert Options(size=512, optimizer="lbfgs").budgets(4) == [120, 74, 45, 28]
+    assert Options(size=512, evaluations=[5, 6, 7, 8]).budgets(4) == [5, 6, 7, 8]
 
 
 def test_initial_image_is_style_mean_plus_content_detail(rng):

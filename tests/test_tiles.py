@@ -134,9 +134,11 @@ def test_a_tiled_run_gives_the_whole_image_run_and_its_recipe_says_so(model_dir,
     assert tiled.tobytes() == stylizer.stylize(content, style, tile=32, **small).tobytes()
     diff = np.abs(np.asarray(tiled, dtype=np.int16) - whole)
     # float32 rounding, then 8 bits; RMSprop's first steps are about sign(gradient) times
-    # ten step sizes, so a pixel whose gradient is near 0 may move a few levels apart
+    # ten step sizes, so a pixel whose gradient is near 0 may move a few levels apart (with
+    # the content weights by side, 16 and 10.7 here: mean 0.11, 0.05 % > 1 level, max 3;
+    # with the earlier 4 and 2 the mean was under 0.1)
     stats = (diff.mean(), np.mean(diff > 1), diff.max())
-    assert stats[0] < 0.1 and stats[1] < 0.002 and stats[2] <= 16, stats
+    assert stats[0] < 0.15 and stats[1] < 0.002 and stats[2] <= 16, stats
     out = tmp_path / "tiled.png"
     result = CliRunner().invoke(app, ["stylize", str(content), str(style), "-o", str(out),
                                       "--size", "64", "--evaluations", "2", "--tile", "32", "-q"])

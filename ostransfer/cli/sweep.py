@@ -83,7 +83,7 @@ def _sweep_runs(stylizer: Stylizer, signals: StopSignals, content, style, runs: 
         signals.shield = True
         kept = None
         if results:
-            labels = [f"a = {o.final_weight:g}" for o in runs[:len(results)]]
+            labels = [f"a = {o.weight:g}" for o in runs[:len(results)]]
             kept, _ = save_kept(labelled_row(results, labels), tagged(
                 out, "interrupted" if isinstance(stop, Interrupted) else "failed"))
         where = ("no result was finished" if not results

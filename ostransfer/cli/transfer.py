@@ -32,7 +32,7 @@ app = typer.Typer()
 OUTPUT, STYLE, OPTIMISER, GUIDES, ROBUST = ("Output", "Style and content", "Optimiser",
                                             "Guides and colour", "Robustness")
 # Runs with a longer side than this save their state by default (in ``default_checkpoint``,
-# removed when the result is saved): from about ten minutes on two cores (README).
+# removed when the result is saved): minutes of work and more (2048 px: about 10 on two cores).
 AUTO_CHECKPOINT_SIDE = 1024
 
 
@@ -173,7 +173,8 @@ def stylize(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress display",
                                rich_help_panel=OUTPUT),
     content_weight: Optional[float] = typer.Option(
-        None, help=f"content weight at the final scale (default: paper "
+        None, help=f"content weight at the 512 px scale, doubling at each halving of the "
+                   f"side, whatever the size (default: paper "
                    f"{DEFAULT_CONTENT_WEIGHT['paper']:g}, strotss "
                    f"{DEFAULT_CONTENT_WEIGHT['strotss']:g}); higher keeps more content",
         rich_help_panel=STYLE),

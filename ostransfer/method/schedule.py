@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from ..imaging.io import resize_array
 from ..imaging.pyramid import finest_band
 
 FIRST_SIDE = 64
+WEIGHT_SIDE = 512  # the scale side at which the content weight is the given one
 
 
 def scale_sides(long_side: int, first: int = FIRST_SIDE) -> list[int]:
@@ -20,9 +23,16 @@ def scale_sides(long_side: int, first: int = FIRST_SIDE) -> list[int]:
     return sides + [long_side]
 
 
-def content_weights(final_weight: float, scales: int) -> list[float]:
-    """The content weight halves at each finer scale; the user's value is the last one's."""
-    return [final_weight * 2.0 ** (scales - 1 - i) for i in range(scales)]
+def content_weights(weight: float, sides: Sequence[int], at: int | None = WEIGHT_SIDE
+                    ) -> list[float]:
+    """Each scale's content weight: ``weight`` at a scale whose long side is ``at`` px, and
+    ``weight * at / side`` at the others, so it doubles at each halving of the side whatever
+    the output's size, as in futscdav/strotss (docs/algorithm.md §5). ``at`` None: ``weight``
+    at the last scale, doubling at each coarser one (the rule until 2026-12-04, which the
+    recipes and checkpoints made then use)."""
+    if at is None:
+        return [weight * 2.0 ** (len(sides) - 1 - i) for i in range(len(sides))]
+    return [weight * at / side for side in sides]
 
 
 def initial_image(content: np.ndarray, style_mean: np.ndarray, previous: np.ndarray | None,

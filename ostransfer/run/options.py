@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..imaging.color import DEFAULT_METHOD as DEFAULT_COLOR_METHOD, METHODS as COLOR_METHODS
-from ..method.schedule import scale_sides
+from ..method.schedule import WEIGHT_SIDE, content_weights, scale_sides
 from ..method.tiles import ALIGN as TILE_ALIGN
 from ..presets import (DEFAULT_COLOR_WEIGHT, DEFAULT_CONTENT_WEIGHT, DEFAULT_PRESET,
                        DEFAULT_SAMPLES, DEFAULT_STYLE_SAMPLES, check_preset)
@@ -19,6 +19,7 @@ MIN_SIDE = 16  # VGG16 pools four times before relu5_x: the short side needs >= 
 MAX_SIZE = 8192
 MAX_PYRAMID_LEVELS = 12
 DEFAULT_LEARNING_RATE = 2e-3  # RMSprop at every scale but the last (docs/defaults.md)
+FINE_SIDE = 256  # RMSprop's default budget is 1.5 times L-BFGS's from this side on
 _INTEGERS = ("size", "per_round", "pyramid_levels", "samples", "style_samples", "seed")
 _AT_LEAST_ONE = ("per_round", "samples", "style_samples")
 
@@ -33,7 +34,10 @@ class Options:
 
     size: int = 512
     preset: str = DEFAULT_PRESET
-    content_weight: float | None = None  # None: the preset's default
+    content_weight: float | None = None  # at a scale of weight_side px; None: the preset's default
+    # the scale side (px) at which content_weight applies, doubling at each halving of the
+    # side; None: at the last scale, doubling at each coarser one (the rule until 2026-12-04)
+    weight_side: int | None = WEIGHT_SIDE
     optimizer: str = "rmsprop"
     evaluations: Sequence[int] | int | None = None  # per scale; None: the optimizer's default
     per_round: int = 50  # L-BFGS-B evaluations (mlbfgs: iterations) per sample set
@@ -66,6 +70,10 @@ class Options:
         self._check_integers()
         _check_number("final detail", self.final_detail, zero=True)
         _check_weight(self.content_weight)
+        if self.weight_side is not None and (isinstance(self.weight_side, bool) or not isinstance(
+                self.weight_side, (int, np.integer)) or self.weight_side < 1):
+            raise ValueError(f"weight side must be a positive integer or None, got "
+                             f"{self.weight_side!r}")
         _check_number("learning rate", self.learning_rate, zero=False)
         _check_number("palette weight", self.palette_weight, zero=True)
         _check_number("color weight", self.color_weight, zero=True)
@@ -124,9 +132,13 @@ class Options:
         return [float(w) / total for w in self.style_weights]
 
     @property
-    def final_weight(self) -> float:
-        """The content weight of the last scale: the given one, or the preset's default."""
+    def weight(self) -> float:
+        """The content weight at ``weight_side``: the given one, or the preset's default."""
         return self.content_weight if self.content_weight is not None else DEFAULT_CONTENT_WEIGHT[self.preset]
+
+    def content_weights(self, sides: Sequence[int]) -> list[float]:
+        """The content weight of each scale (long sides ``sides``, px)."""
+        return content_weights(self.weight, sides, self.weight_side)
 
     @property
     def color(self) -> float:
@@ -142,13 +154,14 @@ class Options:
     def budgets(self, scales: int) -> list[int]:
         """Evaluations (RMSprop: steps) for each of the last `scales` scales.
 
-        Default, every optimiser: fewer evaluations as the scales get finer (120 at 64 px, 74
-        at 128, 45 at 256, 28 at 512, 20 at 1024), since each finer scale starts from the
-        coarser result and costs more (docs/defaults.md); the official code's RMSprop takes
-        200 steps at every scale, four times the time."""
+        Default: fewer evaluations as the scales get finer, since each finer scale starts
+        from the coarser result and costs more (docs/defaults.md): 120 at 64 px falling as
+        side^-0.7 (74 at 128), at least 20; RMSprop takes half as many again from 256 px on
+        (68, 42, 26 at 256, 512, 1024 px), L-BFGS not (45, 28, 20). The official code's
+        RMSprop takes 200 steps at every scale, about four times the time."""
         if self.evaluations is None:
             sides = scale_sides(self.size)[-scales:]
-            return [max(20, round(120 * (64 / side) ** 0.7)) for side in sides]
+            return [self._default_budget(side) for side in sides]
         if isinstance(self.evaluations, (int, np.integer)):
             return [self.evaluations] * scales
         budgets = list(self.evaluations)
@@ -156,6 +169,10 @@ class Options:
             raise ValueError(f"{len(budgets)} evaluation budget{'s' if len(budgets) != 1 else ''} "
                              f"given for {scales} scale{'s' if scales != 1 else ''}")
         return budgets
+
+    def _default_budget(self, side: int) -> int:
+        more = 1.5 if self.optimizer == "rmsprop" and side >= FINE_SIDE else 1.0
+        return max(20, round(120 * more * (64 / side) ** 0.7))
 
 
 def _is_number(value: Any) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..imaging.guides import Guides
 from ..imaging.io import scaled_size
-from ..method.schedule import content_weights, scale_sides
+from ..method.schedule import scale_sides
 from ..method.tiles import ALIGN, halo, reads_whole, window_pixels
 from ..nets.vgg16 import hypercolumn_dim, hypercolumn_layers
 from .options import MIN_SIDE, InputError, Options
@@ -91,7 +91,7 @@ def plan_scales(content_size: tuple[int, int],
             raise InputError(f"{name}: the image is {width}x{height} px; VGG16 needs at least "
                              f"{MIN_SIDE} px on each side")
     sides = scale_sides(opts.size)
-    weights = content_weights(opts.final_weight, len(sides))
+    weights = opts.content_weights(sides)
     budgets = opts.budgets(len(sides))
     plan = []
     for index, (side, weight, budget) in enumerate(zip(sides, weights, budgets)):

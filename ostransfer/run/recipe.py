@@ -22,7 +22,7 @@ from PIL import Image
 from .._version import __version__
 from ..files import sha256_file, write_atomic
 from ..imaging.io import save
-from ..method.schedule import scale_sides
+from ..method.schedule import content_weights, scale_sides
 from .options import InputError, Options
 
 RECIPE_KEY = "ostransfer:recipe"
@@ -55,14 +55,18 @@ def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     dictionary."""
     opts = {key: _plain(value) for key, value in dataclasses.asdict(options).items()}
     opts["evaluations"] = _plain(options.budgets(len(scale_sides(options.size))))
-    opts["content_weight"] = float(options.final_weight)
+    opts["content_weight"] = float(options.weight)
+    sides = scale_sides(options.size)
+    if options.content_weights(sides) == content_weights(options.weight, sides, None):
+        opts["weight_side"] = None  # the same weights as the rule before weight_side existed
     opts["learning_rate"] = float(options.step_size(last=False))
     opts["color_weight"] = options.color
     fractions = options.style_fractions(styles)
     opts["style_weights"] = None if len(set(fractions)) == 1 else [round(f, 12) for f in fractions]
     opts["preserve_color"] = options.color_method or False
-    if opts["tile"] is None:  # whole images, as before tiles existed: the same recipes and names
-        del opts["tile"]
+    for key in ("tile", "weight_side"):  # as before these existed: the same recipes and names
+        if opts[key] is None:
+            del opts[key]
     return opts
 
 
@@ -208,7 +212,7 @@ def recipe_inputs(recipe: dict[str, Any], where: str = "the recipe"
 
 # Options whose absence from a recorded run (a recipe, a checkpoint) means the value it ran
 # with before they existed: off, although their defaults are not.
-ADDED_OFF = {"color_weight": 0.0, "final_detail": 0.0}
+ADDED_OFF = {"color_weight": 0.0, "final_detail": 0.0, "weight_side": None}
 
 
 def recipe_options(recipe: dict[str, Any]) -> Options:
