@@ -36,7 +36,7 @@ DEFAULT_COLOR_WEIGHT = {"paper": 0.0, "strotss": 0.5}
 # ``--thorough``: the reference code's schedule (futscdav/strotss): 200 RMSprop steps at every
 # scale at its step size (1e-3 on [0, 1] images, half at the last scale), its pyramid of 6
 # levels, its start images (the style's mean colour plus the content's detail; none added at
-# the last scale), its final content weight (2 for its content term, about 1.25 times smaller
+# the last scale), its content weight (2 at 512 px for its content term, about 1.25 times smaller
 # than ``strotss``'s) in this preset's units, and its objective (no colour term). About nine
 # tenths of the reference's time (docs/quality.md).
 THOROUGH = {"evaluations": 200, "learning_rate": 1e-3, "pyramid_levels": 6, "init": "style",
