@@ -185,6 +185,8 @@ def test_stylize_function_and_seed_changes_result(model_dir):
     (dict(color_weight=-1.0), "color weight must be a non-negative number"),
     (dict(final_detail="yes"), "final detail must be a non-negative number"),
     (dict(final_detail=-0.5), "final detail must be a non-negative number"),
+    (dict(weight_side=0), "weight side must be a positive integer or None"),
+    (dict(weight_side=512.0), "weight side must be a positive integer or None"),
 ])
 def test_invalid_options_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):

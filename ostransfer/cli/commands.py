@@ -1,8 +1,8 @@
 """The ``ostransfer`` command line (typer): one app per command group, joined here.
 
 ``transfer`` (stylize, demo), ``sweep``, ``batch``, ``models`` (fetch-model) and ``research``
-(compare, score, evaluate, bench) parse options and display; the run layer does the work. Exit codes are in
-``common``. The console script enters through ``ostransfer.cli.main``, which loads this.
+(compare, score, evaluate, bench) parse options and display; the run layer does the work.
+Exit codes are in ``common``. The console script enters through ``ostransfer.cli.main``, which loads this.
 """
 
 from __future__ import annotations
