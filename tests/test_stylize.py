@@ -210,3 +210,38 @@ def test_pyramid_variables_reconstruct_and_pull_back_the_gradient(rng, levels):
     assert space.gradient(grad) @ step == pytest.approx(change, rel=1e-3)
     space.image(space.variables(np.full((37, 45, 3), 1.5, np.float32)))  # clipped everywhere
     assert not space.gradient(grad).any()
+
+
+def test_a_run_gives_the_same_bytes_on_any_number_of_threads(model_dir):
+    # OpenBLAS rounds the losses' products differently on 1 and 2 threads (a recipe rerun
+    # with another --threads, or a pool worker, gave other bytes); ONNX Runtime does not
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> dict[str, int]:
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()}
+
+    before = blas()
+    from ostransfer.run.job import prepare
+
+    # full-size sample sets (threaded products); the float32 result, before 8-bit rounding
+    job = prepare(CONTENT, [STYLE], Options(size=96, evaluations=4, seed=2), device="cpu")
+    results = []
+    for threads in (1, 2, 3):  # the process's BLAS too, as another machine's or Ray's would be
+        with threadpool_limits(threads, user_api="blas"):
+            results.append(ostransfer.Stylizer(device="cpu", threads=threads).run_job(job))
+    assert results[0].tobytes() == results[1].tobytes() == results[2].tobytes()
+    assert {path: blas()[path] for path in before} == before  # the BLAS threads restored
+
+
+def test_products_in_fixed_blocks_match_the_plain_product(rng):
+    from ostransfer.method.products import BLOCK_ROWS, matmul, thread_invariant
+
+    a = rng.standard_normal((3 * BLOCK_ROWS + 5, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 200)).astype(np.float32)
+    assert matmul(a, b, xp=np) is not None
+    made = []
+    for threads in (1, 4):
+        with thread_invariant(threads):
+            made.append(matmul(a, b, xp=np))
+    assert made[0].tobytes() == made[1].tobytes()
+    np.testing.assert_allclose(made[0], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from ..arrays import Array, array_namespace
 from ..presets import check_preset
+from .products import matmul
 from .segments import SegmentSum
 
 EPS = 1e-8
@@ -96,7 +97,7 @@ def style_target(S: Array) -> StyleTarget:
     mean64 = xp.sum(Sc, axis=0) * (1.0 / m)  # as moment_loss's mu(X): 0 loss at X = S
     Sc -= mean64
     mean = xp.astype(mean64, S.dtype)
-    cov = xp.astype(xp.matmul(Sc.T, Sc) / m, S.dtype)
+    cov = xp.astype(matmul(Sc.T, Sc, xp=xp) / m, S.dtype)
     del Sc
     rgb = S[:, :3]
     rgb_unit, _, _ = _normalise_rows(rgb, xp=xp)
@@ -127,7 +128,7 @@ def _column_normalised(unit: Array, *, xp) -> tuple[Array, Array]:
     The column sums accumulate in float64: a float32 sum down the N rows is off by up to
     ~N ulps, which shifts every A_ij by as much and flips sign(A^X - A^C) wherever the two
     agree to a few ulps (the content term's kinks)."""
-    Dm = 1.0 - xp.matmul(unit, unit.T)
+    Dm = 1.0 - matmul(unit, unit.T, xp=xp)
     colsum = _sum64(Dm, axis=0, xp=xp)
     return Dm / colsum[None, :], colsum
 
@@ -186,7 +187,7 @@ def _kink_signs(diff: Array, abs_diff: Array, A: Array, X: Array, unit: Array,
 def _remd_unit_grad(unit: Array, style: StyleTarget, *, xp) -> tuple[Array, Array]:
     """REMD(X, S; d_cos) from X's unit rows (N, D): (0-d value, gradient w.r.t. unit)."""
     n, m = unit.shape[0], style.unit.shape[0]
-    cos = xp.matmul(unit, style.unit.T)  # (N, M); d_cos = 1 - cos
+    cos = matmul(unit, style.unit.T, xp=xp)  # (N, M); d_cos = 1 - cos
     # argmin of 1 - cos == argmax of cos (first index on ties); the means and 1 - mean in
     # float64, rounded once (a float32 mean, then 1 - mean, rounded twice: up to 0.8 ulp)
     r_rows = 1.0 - xp.mean(xp.astype(xp.max(cos, axis=1), xp.float64))
@@ -238,7 +239,7 @@ def _moment(X: Array, mean: Array, cov: Array, *, xp) -> tuple[Array, Array]:
     Xc = X - mu
     # divided after the product: scaling Xc by a rounded 1/sqrt(N) first would bias every
     # entry of Sigma(X) the same way, and sum |d_cov| with them
-    d_cov = xp.matmul(Xc.T, Xc) / n - cov
+    d_cov = matmul(Xc.T, Xc, xp=xp) / n - cov
     sign_cov = xp.sign(d_cov)
     d_mu = mu - mean
     # the D^2 = 4.7M terms of |d_cov| summed in float64 (a float32 BLAS dot of them was
@@ -248,7 +249,7 @@ def _moment(X: Array, mean: Array, cov: Array, *, xp) -> tuple[Array, Array]:
     # dl/dXc = Xc (G + G^T) / N with G = sign(d_cov) / D^2; d_cov is symmetric, so
     # G + G^T = 2G (up to entries that are zero to rounding, i.e. at the kinks). The mean's
     # dependence of Sigma cancels because the rows of Xc sum to 0.
-    dX = (xp.matmul(Xc, sign_cov) * (2.0 / (n * d * d))
+    dX = (matmul(Xc, sign_cov, xp=xp) * (2.0 / (n * d * d))
           + (xp.sign(d_mu) * (1.0 / (n * d)))[None, :])
     return value, dX
 
@@ -328,7 +329,7 @@ def _content_unit_grad(X: Array, unit: Array, content: ContentTarget, preset: st
     # A_ij = D_ij / s_j, s_j = sum_k D_kj  =>  dl/dD_ij = (G_ij - sum_k G_kj A_kj) / s_j
     Hm = (G - _sum64(G * A, axis=0, xp=xp)[None, :]) / colsum[None, :]
     # D = 1 - U U^T  =>  dl/dU = -(H + H^T) U
-    return value, xp.matmul(Hm + Hm.T, unit) * -1.0
+    return value, matmul(Hm + Hm.T, unit, xp=xp) * -1.0
 
 
 def content_loss(X: Array, content: ContentTarget, preset: str) -> tuple[Array, Array]:

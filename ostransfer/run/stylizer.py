@@ -22,6 +22,7 @@ from ..method.lbfgs import lbfgs
 from ..method.mlbfgs import mlbfgs
 from ..method.objective import Objective
 from ..method.optimizer import NonFiniteError, Step, Stop
+from ..method.products import thread_invariant
 from ..method.rmsprop import rmsprop
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
@@ -176,7 +177,8 @@ class Stylizer:
 
     def __init__(self, device: str = "auto", threads: int | None = None):
         self.device = resolve_device(device)
-        self.engine = VGGFeatures(device=self.device, threads=threads)
+        self.threads = threads or os.cpu_count() or 1
+        self.engine = VGGFeatures(device=self.device, threads=self.threads)
         log.info("ostransfer running on %s", self.device)
 
     def stylize(self, content: ImageLike, style: ImageLike | Sequence[ImageLike], *,
@@ -232,7 +234,13 @@ class Stylizer:
                 raise CheckpointError("the checkpoint is marked finished but holds no image")
             return np.asarray(state.result, dtype=np.float32)
         run = _Run(content, styles, opts, plan, progress, checkpoint, time.perf_counter())
-        result = state.result
+        with thread_invariant(self.threads):  # the same bytes on any number of threads
+            return self._scales(run, state, guides, checkpoint)
+
+    def _scales(self, run: _Run, state: RunState, guides: Guides | None,
+                checkpoint: Checkpointer | None) -> np.ndarray:
+        """``run``'s scales from ``state`` on; the last one's result."""
+        plan, result = run.plan, state.result
         for position in range(state.scale, len(plan)):
             continued = state if position == state.scale and state.optimizer else None
             result = self._scale(run, position, result, continued, guides)

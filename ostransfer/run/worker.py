@@ -1,10 +1,9 @@
 """One job of a batch as a worker runs it, on a local pool process or a Ray actor: the run,
-its time, and a failure kept to one line instead of raised; and the BLAS threads every
-worker keeps, so that its results are the bytes of a single run."""
+its time, and a failure kept to one line instead of raised. A worker's results are a single
+run's bytes whatever its share of the cores (``method.products``)."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Sequence
 
@@ -15,16 +14,6 @@ from .job import Names, prepare
 from .options import Options
 from .plan import work_done
 from .stylizer import Progress, RunFailed, Stylizer
-
-def same_numerics() -> None:
-    """Give the BLAS of this process one thread per core, as a process left to itself has:
-    its matrix products (the losses' gradients) then round alike in a worker, a Ray actor
-    and a single run on this machine (measured: 1 against 2 threads changes the moment and
-    content gradients by 1e-12, and some pixels of a result by one level)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(os.cpu_count() or 1, user_api="blas")
-
 
 Report = Callable[[float, Progress], None]  # (share of the job's work done, the evaluation)
 
