@@ -139,3 +139,20 @@ def test_thorough_takes_the_reference_schedule_and_explicit_options_win(tmp_path
     assert rc.read_recipe(heavier)["options"]["color_weight"] == 2.0
     # RMSprop works on the pyramid it is given: another pyramid, another result
     assert np.abs(np.asarray(Image.open(out), float) - np.asarray(Image.open(pixels), float)).max() > 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_result_encoded_by_a_remote_worker_is_the_file_the_driver_would_write(tmp_path, rng,
+                                                                               suffix):
+    from ostransfer.imaging.io import ImageError
+
+    image = rng.random((20, 30, 3)).astype(np.float32)
+    recipe = rc.make_recipe(CONTENT, [STYLE], Options(seed=3))
+    direct = rc.save_with_recipe(image, tmp_path / f"direct{suffix}", recipe)
+    encoded = rc.encode_with_recipe(image, suffix, recipe)
+    sent = rc.save_with_recipe(encoded, tmp_path / f"sent{suffix}", recipe)
+    assert sent.read_bytes() == direct.read_bytes()
+    assert rc.read_recipe(sent) == recipe == rc.read_recipe(direct)
+    with pytest.raises(ImageError, match="encoded for a"):
+        rc.save_with_recipe(encoded, tmp_path / "other.webp", recipe)
+    assert not (tmp_path / "other.webp").exists()

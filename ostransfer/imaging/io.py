@@ -11,8 +11,10 @@ disk) leaves nothing behind; it raises ``SaveError``.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -173,7 +175,47 @@ def resize_array(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(resize(ch, size)) for ch in channels], axis=-1).astype(np.float32)
 
 
-def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95, *,
+@dataclass(frozen=True)
+class Encoded:
+    """An image encoded in the format of ``suffix`` (".png", ".jpg", ...): what a remote
+    worker sends back for the driver to write (``save`` writes it as it is)."""
+
+    data: bytes
+    suffix: str
+
+
+def _format(suffix: str, name: str | os.PathLike) -> str:
+    """The Pillow format of an extension (".png") of the file ``name``; ImageError for an
+    extension it has not."""
+    fmt = SAVE_FORMATS.get(suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{name}: unknown output extension (use one of {', '.join(SAVE_FORMATS)})")
+    return fmt
+
+
+def _write_into(array: np.ndarray, fmt: str, quality: int, text: dict[str, str] | None):
+    """A function that writes an (H, W, 3) float image into an open binary file as ``fmt``;
+    ``text``: text chunks of a PNG (other formats ignore it)."""
+    image = from_array(array)
+    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if fmt == "PNG" and text:
+        info = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        options["pnginfo"] = info
+    return lambda f: image.save(f, format=fmt, **options)
+
+
+def encode(array: np.ndarray, suffix: str, quality: int = 95,
+           text: dict[str, str] | None = None) -> Encoded:
+    """An (H, W, 3) float image encoded as ``save`` would write it at a name ending in
+    ``suffix``: the same bytes."""
+    buffer = io.BytesIO()
+    _write_into(array, _format(suffix, suffix), quality, text)(buffer)
+    return Encoded(buffer.getvalue(), suffix.lower())
+
+
+def save(array: np.ndarray | Encoded, path: str | os.PathLike, quality: int = 95, *,
          replace: bool = True, text: dict[str, str] | None = None) -> Path:
     """Write an (H, W, 3) float image atomically; the format follows the extension.
 
@@ -182,21 +224,19 @@ def save(array: np.ndarray, path: str | os.PathLike, quality: int = 95, *,
     With ``replace=False`` it never replaces anything at ``path``, even something that
     appears while it is written: FileExistsError then, and nothing is written. Raises
     SaveError (the temporary file removed) when it cannot be written. ``text``: text chunks
-    of a PNG (other formats ignore it)."""
+    of a PNG (other formats ignore it). An ``Encoded`` image is written as it is (its text
+    chunks, quality and format were those given to ``encode``; its suffix must be the
+    path's format)."""
     path = Path(path)
-    fmt = SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ImageError(f"{path}: unknown output extension (use one of {', '.join(SAVE_FORMATS)})")
-    image = from_array(array)
-    options: dict = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    if fmt == "PNG" and text:
-        info = PngImagePlugin.PngInfo()
-        for key, value in text.items():
-            info.add_text(key, value)
-        options["pnginfo"] = info
+    fmt = _format(path.suffix, path)
+    if isinstance(array, Encoded):
+        if _format(array.suffix, array.suffix) != fmt:
+            raise ImageError(f"{path}: the image was encoded for a {array.suffix} file")
+        write = array.data
+    else:
+        write = _write_into(array, fmt, quality, text)
     try:
-        return write_atomic(path, lambda f: image.save(f, format=fmt, **options),
-                            replace=replace)
+        return write_atomic(path, write, replace=replace)
     except Exception as exc:  # noqa: BLE001 - Pillow's encoders and the OS raise many kinds
         if isinstance(exc, FileExistsError) and not replace:
             raise

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
-
 from .options import InputError, Options
 from .recipe import (RecipeError, make_recipe, options_dict, options_from_dict, read_recipe,
                      read_with, recipe_text, same_run)
@@ -256,16 +254,19 @@ def run_batch(planned: Sequence[tuple[BatchJob, Options, Path]],
         yield Outcome(job, out, "done", time.perf_counter() - start)
 
 
-Runner = Callable[[list], Iterator[tuple[int, Any, str, float, "int | None"]]]
+# a job for a worker: (job, options, the result's suffix, its recipe without the tile)
+Task = tuple["BatchJob", Options, str, dict]
+Runner = Callable[[list[Task]], Iterator[tuple[int, Any, str, float, "int | None"]]]
 
 
 def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
-                   save: Callable[[np.ndarray, Path, dict], None], runner: Runner
+                   save: Callable[[Any, Path, dict], None], runner: Runner
                    ) -> Iterator[Outcome]:
-    """``run_batch`` on many workers: ``runner`` takes the (job, options) pairs to run and
-    yields (index, result or None, error, seconds, the tile core it read with) as each
-    finishes (``pool.run_pool``, ``cluster.run_cluster``). Skipped jobs come first, then each
-    job as it finishes; ``save(result, out, recipe)`` writes one, its recipe with the tile."""
+    """``run_batch`` on many workers: ``runner`` takes the Tasks to run and yields (index,
+    result or None, error, seconds, the tile core it read with) as each finishes
+    (``pool.run_pool``: the result an array; ``cluster.run_cluster``: encoded). Skipped jobs
+    come first, then each job as it finishes; ``save(result, out, recipe)`` writes one, its
+    recipe with the tile."""
     todo = []
     for item in _triage(planned):
         if isinstance(item, Outcome):
@@ -274,7 +275,7 @@ def run_batch_pool(planned: Sequence[tuple[BatchJob, Options, Path]],
             todo.append(item)
     if not todo:
         return
-    for index, result, error, seconds, tile in runner([(j, o) for j, o, _, _ in todo]):
+    for index, result, error, seconds, tile in runner([(j, o, out.suffix, recipe) for j, o, out, recipe in todo]):
         job, _, out, recipe = todo[index]
         if result is not None:
             try:

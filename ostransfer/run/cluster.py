@@ -1,19 +1,22 @@
 """A batch on a Ray cluster: one actor per worker, each holding a ``Stylizer`` (the model
 loaded once per actor, ONNX Runtime's threads = the actor's CPUs; one GPU per actor with
 ``device="cuda"``). The driver reads the inputs and sends them as pixel arrays, and gets the
-results back as 8-bit pixel arrays that it writes itself: no shared file system is needed.
+results back encoded (PNG with its recipe, JPEG, ...) and writes them itself: no shared file
+system is needed.
 Ray is optional (``pip install 'ostransfer[cluster]'``)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..imaging.io import from_array, load_pil
+from ..imaging.io import Encoded, load_pil
+from .batch import Task
 from .options import InputError, Options
+from .recipe import encode_with_recipe, read_with
 from .stylizer import Stylizer
-from .worker import run_one_job, same_numerics
+from .worker import run_one_job
 
 
 def ray_module():
@@ -28,23 +31,26 @@ class _Worker:
     """A Ray actor's body: one Stylizer for all its jobs."""
 
     def __init__(self, device: str, threads: int):
-        same_numerics()  # Ray sets OMP_NUM_THREADS to the actor's CPUs, which OpenBLAS reads
         self.device = device
         self.stylizer = Stylizer(device=device, threads=threads)
 
     def run(self, index: int, content: np.ndarray, styles: list[np.ndarray], options: Options,
-            names: list[str]) -> tuple[int, np.ndarray | None, str, float, int | None]:
+            names: list[str], suffix: str, recipe: dict
+            ) -> tuple[int, Encoded | None, str, float, int | None]:
+        """One job; its result encoded for a file ending in ``suffix``, carrying ``recipe``
+        (with the tile core it read with) as the driver's own save would."""
         result, error, seconds, tile = run_one_job(self.stylizer, content, styles, options,
                                                    self.device, names)
-        pixels = None if result is None else np.asarray(from_array(result))
-        return index, pixels, error, seconds, tile
+        encoded = None if result is None else \
+            encode_with_recipe(result, suffix, read_with(recipe, tile))
+        return index, encoded, error, seconds, tile
 
 
-def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int | None = None,
+def run_cluster(tasks: Sequence[Task], address: str, workers: int | None = None,
                 device: str = "cpu", cpus: int = 1
-                ) -> Iterator[tuple[int, Any, str, float, int | None]]:
-    """Run (job, options) pairs on Ray actors; yields (index, result (H, W, 3) uint8 or
-    None, error, seconds, tile core or None) as each finishes. ``address``: "auto" (a running local Ray),
+                ) -> Iterator[tuple[int, Encoded | None, str, float, int | None]]:
+    """Run a batch's Tasks on Ray actors; yields (index, result encoded or None, error,
+    seconds, tile core or None) as each finishes. ``address``: "auto" (a running local Ray),
     "ray://HOST:PORT", or "local" (Ray already initialised by the caller, or a new local
     one). ``workers``: actors (default: the cluster's CPUs // cpus)."""
     ray = ray_module()
@@ -58,7 +64,7 @@ def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int
     try:
         while queue or pending:
             while queue and free:
-                index, (job, options) = queue.pop(0)
+                index, (job, options, suffix, recipe) = queue.pop(0)
                 try:
                     content = np.asarray(load_pil(job.content))
                     styles = [np.asarray(load_pil(s)) for s in job.styles]
@@ -66,7 +72,8 @@ def run_cluster(tasks: Sequence[tuple[Any, Options]], address: str, workers: int
                     yield index, None, str(exc), 0.0, None
                     continue
                 worker = free.pop()
-                pending[worker.run.remote(index, content, styles, options, job.names)] = worker
+                pending[worker.run.remote(index, content, styles, options, job.names, suffix,
+                                          recipe)] = worker
             if not pending:
                 continue
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -1,7 +1,7 @@
 """A local pool of worker processes for a batch: each loads the model once and runs ONNX
 Runtime with an explicit thread count, so that workers x threads = the cores (left to
-itself, every process would start a thread per core); the BLAS keeps a thread per core
-(``worker.same_numerics``), so that the results are a single process's bytes. Results come
+itself, every process would start a thread per core); a run's bytes do not depend on its
+threads (``method.products``), so the results are a single process's. Results come
 back as arrays and the caller writes them; the workers' progress comes back through a
 queue that a thread of the caller's process reads."""
 
@@ -14,9 +14,10 @@ import signal
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+from .batch import Task
 from .options import Options
 from .stylizer import Stylizer
-from .worker import run_one_job, same_numerics
+from .worker import run_one_job
 
 _STYLIZER: Stylizer | None = None
 _REPORTS: Any = None  # the queue of the workers' progress reports, or None
@@ -37,7 +38,6 @@ def _start(device: str, threads: int, reports: Any) -> None:
     global _STYLIZER, _REPORTS
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _REPORTS = reports
-    same_numerics()
     _STYLIZER = Stylizer(device=device, threads=threads)
 
 
@@ -66,10 +66,10 @@ def _relay(reports: Any, listener: Listener, stop: threading.Event) -> None:
         listener(*item)
 
 
-def run_pool(tasks: Sequence[tuple[Any, Options]], workers: int, device: str = "cpu",
+def run_pool(tasks: Sequence[Task], workers: int, device: str = "cpu",
              threads: int | None = None, listener: Listener | None = None
              ) -> Iterator[Finished]:
-    """Run (job, options) pairs on ``workers`` processes; yields (index into tasks, result
+    """Run a batch's Tasks on ``workers`` processes; yields (index into tasks, result
     (H, W, 3) float32 or None, error, seconds, tile core or None) as each finishes. ``listener`` hears of every
     evaluation of every job, in a thread of this process. Closing the iterator (or a Ctrl-C
     in the caller) terminates the workers."""
@@ -84,7 +84,7 @@ def run_pool(tasks: Sequence[tuple[Any, Options]], workers: int, device: str = "
         relay.start()
     try:
         yield from pool.imap_unordered(
-            _run, [(i, job, options, device) for i, (job, options) in enumerate(tasks)])
+            _run, [(i, job, options, device) for i, (job, options, *_) in enumerate(tasks)])
         pool.close()
     finally:
         pool.terminate()

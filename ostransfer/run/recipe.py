@@ -21,7 +21,7 @@ from PIL import Image
 
 from .._version import __version__
 from ..files import sha256_file, write_atomic
-from ..imaging.io import save
+from ..imaging.io import Encoded, encode, save
 from ..method.schedule import content_weights, scale_sides
 from .options import InputError, Options
 
@@ -146,9 +146,17 @@ def carries_text(result: str | os.PathLike) -> bool:
     return Path(result).suffix.lower() == ".png"
 
 
-def save_with_recipe(image: np.ndarray, out: str | os.PathLike, recipe: dict[str, Any]) -> Path:
-    """Write ``image`` (H, W, 3) float in [0, 1] atomically at ``out`` (replacing what is
-    there) carrying ``recipe``; SaveError or OSError if it cannot be written."""
+def encode_with_recipe(image: np.ndarray, suffix: str, recipe: dict[str, Any]) -> Encoded:
+    """``image`` (H, W, 3) float in [0, 1] encoded for a file ending in ``suffix``, a PNG
+    carrying ``recipe`` (other formats: ``save_with_recipe`` writes the sidecar)."""
+    return encode(image, suffix, text={RECIPE_KEY: recipe_text(recipe)})
+
+
+def save_with_recipe(image: np.ndarray | Encoded, out: str | os.PathLike,
+                     recipe: dict[str, Any]) -> Path:
+    """Write ``image`` (H, W, 3) float in [0, 1], or as ``encode_with_recipe`` encoded it,
+    atomically at ``out`` (replacing what is there) carrying ``recipe``; SaveError or
+    OSError if it cannot be written."""
     text = {RECIPE_KEY: recipe_text(recipe)}
     written = save(image, out, replace=True, text=text)
     write_sidecar(written, recipe)
