@@ -14,7 +14,7 @@ from ostransfer.run import batch as bt, batch_api
 from test_cli import CONTENT, STYLE, invoke, loaded  # noqa: F401
 
 SHARED = ["--size", "40", "--evaluations", "2"]
-ONE = ["--workers", "1"]  # in this process (the default, said here for clarity)
+ONE = ["--workers", "1"]  # in this process (the default is one worker per core)
 FAST = {"samples": 64, "style_samples": 100, "per_round": 2}
 
 
@@ -275,3 +275,21 @@ def test_a_tile_chosen_for_memory_is_in_the_recipe_and_a_rerun_still_skips(tmp_p
     assert remade.read_bytes() == result.read_bytes()
     assert not bt.already_done(result, {**read_recipe(result),
                                         "options": {**read_recipe(result)["options"], "tile": 32}})
+
+
+def test_a_batch_without_workers_takes_one_per_core_as_the_jobs_and_memory_allow():
+    from ostransfer.run.options import Options
+    from ostransfer.run.pool import auto_workers, job_memory
+
+    jobs = [Options(size=256)] * 3
+    need = job_memory(jobs[0])
+    assert 0 < need < job_memory(Options(size=512))
+    assert auto_workers(jobs, cores=2, available=10 * need) == 2
+    assert auto_workers(jobs, cores=16, available=10 * need) == 3  # no more than the jobs
+    assert auto_workers(jobs, cores=16, available=int(2.5 * need)) == 2  # what memory holds
+    assert auto_workers(jobs, cores=16, available=need // 2) == 1  # one, in this process
+    assert auto_workers(jobs, threads=2, cores=4, available=10 * need) == 2  # 2 cores each
+    planned = [(None, o, None) for o in jobs]
+    assert batch_api.local_workers(None, None, planned, None, "cuda") == 1
+    assert batch_api.local_workers(None, "auto", planned, None, "cpu") is None  # Ray's count
+    assert batch_api.local_workers(5, None, planned, None, "cpu") == 5

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from ..run import batch as bt
-from ..run.batch_api import InProcess, batch_device, pool_runner
+from ..run.batch_api import InProcess, batch_device, local_workers, pool_runner
 from ..run.stylizer import Interrupted
 from .common import DEVICE_HELP, StopSignals, UsageError, clear_errors, err, parse_budgets, say
 from .outputs import save_result
@@ -77,8 +77,10 @@ def batch(
     image_format: str = typer.Option("png", "--format", help="png, jpg or webp (jpg and webp "
                                                              "keep the recipe in a sidecar)"),
     as_json: bool = typer.Option(False, "--json", help="the summary as JSON on stdout"),
-    workers: int = typer.Option(1, min=1, help="worker processes, each loading the model once "
-                                               "(1: this process, with every core)"),
+    workers: Optional[int] = typer.Option(
+        None, min=1, show_default=False,
+        help="worker processes, each loading the model once (1: this process, with every "
+             "core; default: one per core, no more than the jobs and the memory allow)"),
     threads: Optional[int] = typer.Option(None, min=1, help="threads per worker (default: the "
                                                             "cores shared out)"),
     cluster: Optional[str] = typer.Option(
@@ -102,6 +104,7 @@ def batch(
         planned = bt.plan_batch(jobs, shared, outdir, suffix)
         outdir.mkdir(parents=True, exist_ok=True)
         device = batch_device(device, cluster)
+        workers = local_workers(workers, cluster, planned, threads, device)
 
     def save_one(result, out: Path, recipe: dict) -> None:
         """Write one result with its recipe (temp file, then rename); OSError if it fails."""
@@ -123,7 +126,7 @@ def batch(
     interrupted = False
     # one process: Ctrl-C stops the current job at its next evaluation (StopSignals); with
     # workers, at once (KeyboardInterrupt here; the workers ignore it and are terminated)
-    many = workers > 1 or cluster is not None
+    many = cluster is not None or workers > 1
     board = BatchDisplay(len(planned), err, enabled=many and not quiet)
     with _terminating() if many else StopSignals() as signals, board.bar:
         stream = bt.run_batch_pool(planned, save_one, pool_runner(

@@ -19,7 +19,7 @@ from .cluster import ray_module, run_cluster
 from .job import Names, prepare
 from .options import InputError, Options
 from .plan import Scale
-from .pool import Listener, run_pool
+from .pool import Listener, auto_workers, run_pool
 from .recipe import read_with, save_with_recipe
 from .stylizer import Progress, RunFailed, Stylizer
 
@@ -60,15 +60,29 @@ class InProcess:
         self.save(result, out, read_with(recipe, prepared.options.tile))
 
 
-def pool_runner(cluster: str | None, workers: int, device: str, threads: int | None,
+def local_workers(workers: int | None, cluster: str | None,
+                  planned: Sequence[tuple[BatchJob, Options, Path]], threads: int | None,
+                  device: str) -> int | None:
+    """The worker processes of a batch here: ``workers`` as given; where none is given,
+    ``pool.auto_workers`` on the CPU, 1 on a GPU; None on a cluster (its own count)."""
+    if workers is not None or cluster is not None:
+        return workers
+    if device != "cpu":
+        return 1
+    return auto_workers([options for _, options, _ in planned], threads)
+
+
+def pool_runner(cluster: str | None, workers: int | None, device: str, threads: int | None,
                 listener: Listener | None = None) -> Runner:
     """``run_batch_pool``'s runner: the Ray cluster at ``cluster`` (one actor per ``workers``
-    when more than 1, else per ``threads`` CPUs of it), or ``workers`` local processes."""
+    when more than 1, else per ``threads`` CPUs of it), or ``workers`` local processes (no
+    more than the jobs to run)."""
     def run(tasks: list) -> Iterator[tuple[int, Any, str, float]]:
         if cluster is not None:
-            return run_cluster(tasks, cluster, workers if workers > 1 else None, device,
-                               threads or 1)
-        return run_pool(tasks, workers, device, threads, listener=listener)
+            return run_cluster(tasks, cluster, workers if workers and workers > 1 else None,
+                               device, threads or 1)
+        return run_pool(tasks, min(workers or 1, len(tasks)), device, threads,
+                        listener=listener)
     return run
 
 
@@ -86,20 +100,22 @@ def _jobs(jobs: str | os.PathLike | Sequence[BatchJob | dict[str, Any]]) -> list
 
 
 def batch(jobs: str | os.PathLike | Sequence[BatchJob | dict[str, Any]],
-          outdir: str | os.PathLike, *, workers: int = 1, cluster: str | None = None,
+          outdir: str | os.PathLike, *, workers: int | None = None, cluster: str | None = None,
           threads: int | None = None, device: str = "auto", image_format: str = "png",
           **options: Any) -> Iterator[Outcome]:
     """Run many stylisations into ``outdir``, yielding each job's Outcome (``status`` done,
     skipped or failed with its one-line ``error``; ``output``, ``seconds``) as it is known:
     the skipped first, then each as it finishes. ``options``: shared ``Options`` fields, a
     job's own values win. ``workers`` > 1: that many processes (``threads`` each, default
-    the cores shared out; 1: this process); ``cluster``: a Ray address ("auto",
+    the cores shared out; 1: this process; None: one per core, as many as the jobs and the
+    memory allow, ``pool.auto_workers``); ``cluster``: a Ray address ("auto",
     "ray://HOST:PORT", "local"). Results carry their recipes and a rerun skips what is done,
     as with the command line. InputError (one line) for jobs or options that cannot run."""
     outdir = Path(outdir)
     planned = plan_batch(_jobs(jobs), options, outdir, result_suffix(image_format))
     outdir.mkdir(parents=True, exist_ok=True)
     device = batch_device(device, cluster)
+    workers = local_workers(workers, cluster, planned, threads, device)
     if cluster is not None or workers > 1:
         yield from run_batch_pool(planned, save_with_recipe,
                                   pool_runner(cluster, workers, device, threads))

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .batch import Task
 from .options import Options
+from .plan import available_memory, estimate_memory, plan_scales
 from .stylizer import Stylizer
 from .worker import run_one_job
 
@@ -31,6 +32,27 @@ def split_cores(workers: int, cores: int | None = None) -> int:
     """Threads per worker: the cores shared out (at least one each)."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores // max(1, workers))
+
+
+def job_memory(options: Options) -> int:
+    """Estimated peak bytes of one job on the CPU, its images taken square at its size (the
+    most pixels a long side allows)."""
+    square = (options.size, options.size)
+    return estimate_memory(plan_scales(square, square, options), options)
+
+
+def auto_workers(options: Sequence[Options], threads: int | None = None,
+                 cores: int | None = None, available: int | None = None) -> int:
+    """Workers for a batch that names none, given its jobs' options: one per core (per
+    ``threads`` cores), no more than the jobs, and no more than the memory holds
+    (``available`` bytes, default what the machine has; each job as ``job_memory``). On two
+    cores, 2 workers x 1 thread made 1.18-1.22x the images per hour of 1 x 2 (README)."""
+    cores = cores or os.cpu_count() or 1
+    count = min(max(1, cores // (threads or 1)), len(options))
+    available = available_memory() if available is None else available
+    if available is not None and options:
+        count = min(count, available // max(job_memory(o) for o in options))
+    return max(1, count)
 
 
 def _start(device: str, threads: int, reports: Any) -> None:
