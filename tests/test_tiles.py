@@ -136,9 +136,12 @@ def test_a_tiled_run_gives_the_whole_image_run_and_its_recipe_says_so(model_dir,
     # float32 rounding, then 8 bits; RMSprop's first steps are about sign(gradient) times
     # ten step sizes, so a pixel whose gradient is near 0 may move a few levels apart (with
     # the content weights by side, 16 and 10.7 here: mean 0.11, 0.05 % > 1 level, max 3;
-    # with the earlier 4 and 2 the mean was under 0.1)
+    # with the earlier 4 and 2 the mean was under 0.1; with the products' rounding of
+    # method/products.py, one BLAS thread: mean 0.28, 0.9 % > 1 level, max 5). A tiled read
+    # that goes wrong fails it: windows with a 16 px halo instead of 112 gave mean 10 levels,
+    # 90 % of pixels > 1 level, max 58
     stats = (diff.mean(), np.mean(diff > 1), diff.max())
-    assert stats[0] < 0.15 and stats[1] < 0.002 and stats[2] <= 16, stats
+    assert stats[0] < 0.5 and stats[1] < 0.02 and stats[2] <= 16, stats
     out = tmp_path / "tiled.png"
     result = CliRunner().invoke(app, ["stylize", str(content), str(style), "-o", str(out),
                                       "--size", "64", "--evaluations", "2", "--tile", "32", "-q"])
