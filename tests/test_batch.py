@@ -277,7 +277,7 @@ def test_a_tile_chosen_for_memory_is_in_the_recipe_and_a_rerun_still_skips(tmp_p
                                         "options": {**read_recipe(result)["options"], "tile": 32}})
 
 
-def test_a_batch_without_workers_takes_one_per_core_as_the_jobs_and_memory_allow():
+def test_a_batch_without_workers_takes_one_per_core_as_the_jobs_and_memory_allow(tmp_path):
     from ostransfer.run.options import Options
     from ostransfer.run.pool import auto_workers, job_memory
 
@@ -289,7 +289,12 @@ def test_a_batch_without_workers_takes_one_per_core_as_the_jobs_and_memory_allow
     assert auto_workers(jobs, cores=16, available=int(2.5 * need)) == 2  # what memory holds
     assert auto_workers(jobs, cores=16, available=need // 2) == 1  # one, in this process
     assert auto_workers(jobs, threads=2, cores=4, available=10 * need) == 2  # 2 cores each
-    planned = [(None, o, None) for o in jobs]
+    planned = [(None, o, tmp_path / f"{i}.png") for i, o in enumerate(jobs)]
+    assert batch_api.local_workers(None, None, planned, None, "cpu") == \
+        auto_workers(jobs, cores=None)
+    for _, _, out in planned[1:]:  # a rerun with one job left: in this process
+        out.write_bytes(b"done before")
+    assert batch_api.local_workers(None, None, planned, None, "cpu") == 1
     assert batch_api.local_workers(None, None, planned, None, "cuda") == 1
     assert batch_api.local_workers(None, "auto", planned, None, "cpu") is None  # Ray's count
     assert batch_api.local_workers(5, None, planned, None, "cpu") == 5

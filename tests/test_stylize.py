@@ -236,12 +236,18 @@ def test_a_run_gives_the_same_bytes_on_any_number_of_threads(model_dir):
 def test_products_in_fixed_blocks_match_the_plain_product(rng):
     from ostransfer.method.products import BLOCK_ROWS, matmul, thread_invariant
 
+    from threadpoolctl import threadpool_limits
+
     a = rng.standard_normal((3 * BLOCK_ROWS + 5, 300)).astype(np.float32)
     b = rng.standard_normal((300, 200)).astype(np.float32)
-    assert matmul(a, b, xp=np) is not None
+    with threadpool_limits(1, user_api="blas"):  # what each block is: a one-thread product
+        blocks = np.concatenate([a[i:i + BLOCK_ROWS] @ b for i in range(0, len(a), BLOCK_ROWS)])
     made = []
     for threads in (1, 4):
         with thread_invariant(threads):
             made.append(matmul(a, b, xp=np))
-    assert made[0].tobytes() == made[1].tobytes()
+            # what the blocks leave to xp.matmul: a 1-D factor, float32 @ float64
+            np.testing.assert_array_equal(matmul(a, b[:, 0], xp=np), a @ b[:, 0])
+            assert matmul(a, b.astype(np.float64), xp=np).dtype == np.float64
+    assert made[0].tobytes() == made[1].tobytes() == blocks.tobytes()
     np.testing.assert_allclose(made[0], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-4)

@@ -34,7 +34,11 @@ _WORKERS: ContextVar[ThreadPoolExecutor | None] = ContextVar("ostransfer_product
 
 @contextlib.contextmanager
 def thread_invariant(threads: int) -> Iterator[None]:
-    """Within: BLAS on one thread, ``matmul``'s blocks over ``threads`` threads (>= 1)."""
+    """Within: BLAS on one thread, ``matmul``'s blocks over ``threads`` threads (>= 1).
+
+    The BLAS limit is the process's (threadpoolctl): while a run holds it, every thread's
+    products are one-thread ones, and two runs at once in two threads of one process would
+    share it (the first to end lifts it); a process runs one at a time (the batch workers do)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"), \
@@ -47,10 +51,11 @@ def thread_invariant(threads: int) -> Iterator[None]:
 
 
 def matmul(a: Array, b: Array, *, xp) -> Array:
-    """a (..., K) @ b (K, N), as ``xp.matmul``; NumPy 2-D products inside
-    ``thread_invariant`` in fixed row blocks (see the module)."""
+    """``xp.matmul(a, b)``; inside ``thread_invariant``, a NumPy product of 2-D a (M, K)
+    and b (K, N) with M > BLOCK_ROWS in fixed row blocks (see the module)."""
     pool = _WORKERS.get()
-    if pool is None or not is_numpy_array(a) or a.ndim != 2 or a.shape[0] <= BLOCK_ROWS:
+    if (pool is None or not (is_numpy_array(a) and is_numpy_array(b)) or a.ndim != 2
+            or b.ndim != 2 or a.shape[0] <= BLOCK_ROWS):
         return xp.matmul(a, b)
     out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
 

@@ -64,12 +64,14 @@ def local_workers(workers: int | None, cluster: str | None,
                   planned: Sequence[tuple[BatchJob, Options, Path]], threads: int | None,
                   device: str) -> int | None:
     """The worker processes of a batch here: ``workers`` as given; where none is given,
-    ``pool.auto_workers`` on the CPU, 1 on a GPU; None on a cluster (its own count)."""
+    ``pool.auto_workers`` on the CPU for the jobs whose result is not there yet (the others
+    are most likely skipped: a rerun with one job left runs it in this process), 1 on a GPU;
+    None on a cluster (its own count)."""
     if workers is not None or cluster is not None:
         return workers
     if device != "cpu":
         return 1
-    return auto_workers([options for _, options, _ in planned], threads)
+    return auto_workers([options for _, options, out in planned if not out.exists()], threads)
 
 
 def pool_runner(cluster: str | None, workers: int | None, device: str, threads: int | None,

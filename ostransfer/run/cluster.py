@@ -52,12 +52,13 @@ def run_cluster(tasks: Sequence[Task], address: str, workers: int | None = None,
     """Run a batch's Tasks on Ray actors; yields (index, result encoded or None, error,
     seconds, tile core or None) as each finishes. ``address``: "auto" (a running local Ray),
     "ray://HOST:PORT", or "local" (Ray already initialised by the caller, or a new local
-    one). ``workers``: actors (default: the cluster's CPUs // cpus)."""
+    one). ``workers``: actors (default: the cluster's CPUs // cpus), no more than the tasks."""
     ray = ray_module()
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, log_to_driver=False)
     gpus = 1 if device == "cuda" else 0
-    count = workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus)
+    count = min(workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus),
+                max(1, len(tasks)))
     actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
     actors = [actor.remote(device, cpus) for _ in range(count)]
     pending, free, queue = {}, list(actors), list(enumerate(tasks))
