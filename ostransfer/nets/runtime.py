@@ -50,11 +50,19 @@ def release_free_heap() -> None:
         pass
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one, e.g. a
+    container's share), the default thread count of a run and of a batch's workers."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """Options for a CPU or CUDA session: full graph optimisation, quiet logs, the shared
     thread pool and arena (``threads`` intra-op threads, default all cores) where the
     process can have them, else a pool of its own that does not spin."""
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cores()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3

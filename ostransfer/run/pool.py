@@ -8,12 +8,12 @@ queue that a thread of the caller's process reads."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue as queues
 import signal
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
+from ..nets.runtime import usable_cores
 from .batch import Task
 from .options import Options
 from .plan import available_memory, estimate_memory, plan_scales
@@ -26,13 +26,6 @@ _REPORTS: Any = None  # the queue of the workers' progress reports, or None
 # what the caller hears of a job's progress: (index, job's label, share of its work done,
 # where it is: "scale 2/4 128px, 30/74 evals")
 Listener = Callable[[int, str, float, str], None]
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def split_cores(workers: int, cores: int | None = None) -> int:

@@ -54,9 +54,9 @@ def options_dict(options: Options, styles: int = 1) -> dict[str, Any]:
     preservation as its method), so that two spellings of the same run give the same
     dictionary."""
     opts = {key: _plain(value) for key, value in dataclasses.asdict(options).items()}
-    opts["evaluations"] = _plain(options.budgets(len(scale_sides(options.size))))
-    opts["content_weight"] = float(options.weight)
     sides = scale_sides(options.size)
+    opts["evaluations"] = _plain(options.budgets(len(sides)))
+    opts["content_weight"] = float(options.weight)
     if options.content_weights(sides) == content_weights(options.weight, sides, None):
         opts["weight_side"] = None  # the same weights as the rule before weight_side existed
     opts["learning_rate"] = float(options.step_size(last=False))

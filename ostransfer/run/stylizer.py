@@ -26,6 +26,7 @@ from ..method.products import thread_invariant
 from ..method.rmsprop import rmsprop
 from ..method.schedule import initial_image
 from ..nets.engine import VGGFeatures
+from ..nets.runtime import usable_cores
 from .checkpoint import Checkpointer, CheckpointError, RunState
 from .job import Job, prepare, style_list
 from .options import Options
@@ -177,7 +178,7 @@ class Stylizer:
 
     def __init__(self, device: str = "auto", threads: int | None = None):
         self.device = resolve_device(device)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.engine = VGGFeatures(device=self.device, threads=self.threads)
         log.info("ostransfer running on %s", self.device)
 
